@@ -1,0 +1,31 @@
+# r1pipe: every target sets itself up from a fresh clone (venv, pinned torch, the package).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+R1PIPE := $(VENV)/bin/r1pipe
+CONF   ?= tiny
+
+.PHONY: install test test-slow pipeline bench clean
+
+# The stamp depends on pyproject.toml, so editing dependencies reinstalls. torch is named in the same
+# pip call (pinned in pyproject too) so the resolver never reaches for a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "r1pipe needs Python >= 3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+
+test-slow: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m slow
+
+pipeline: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(R1PIPE) run-all conf=$(CONF)
+	$(R1PIPE) status conf=$(CONF)
+
+clean:
+	rm -rf runs outputs .pytest_cache

@@ -1,0 +1,231 @@
+"""r1pipe's command line. Trailing arguments are Hydra overrides (`conf=tiny cold_sft.trainer.max_steps=10`).
+
+    r1pipe run-all conf=tiny                    # every stage, skipping what is complete
+    r1pipe run --stage cold_sft conf=tiny       # one stage (its parents must be complete)
+    r1pipe status conf=tiny                     # what is complete, stale, partial or missing
+
+`--help`, `status`, `show`, `config` and `stages` never import torch, transformers or trl: they read YAML and
+JSON only. Errors print on one line and exit 1; `--debug` anywhere on the line shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from r1pipe import config as config_mod
+from r1pipe.errors import R1Error
+
+app = typer.Typer(
+    help="The DeepSeek-R1 post-training recipe as resumable stages: "
+    "cold_sft -> reasoning_rl -> rejection_sampling -> second_sft -> alignment_rl -> distill.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+DEBUG = False
+
+Overrides = Annotated[Optional[list[str]], typer.Argument(help="Hydra overrides, e.g. conf=tiny run.dir=runs/x")]
+
+
+def _setup(overrides: list[str] | None):
+    overrides = list(overrides or [])
+    return config_mod.load(overrides), overrides
+
+
+@app.command()
+def run(
+    stage: Annotated[str, typer.Option("--stage", "-s", help="the stage to run")],
+    overrides: Overrides = None,
+    force: Annotated[bool, typer.Option("--force", help="rerun even if complete")] = False,
+):
+    """Run one stage. Its parents must be complete; a partial attempt resumes from its last checkpoint."""
+    from r1pipe import runner, stages
+
+    cfg, overrides = _setup(overrides)
+    stages.module(stage)
+    manifest = runner.run_stage(cfg, stage, overrides, force=force)
+    _print_status(cfg, only=[stage])
+    return manifest
+
+
+@app.command("run-all")
+def run_all(
+    overrides: Overrides = None,
+    start: Annotated[Optional[str], typer.Option("--from", help="first stage")] = None,
+    stop: Annotated[Optional[str], typer.Option("--to", help="last stage")] = None,
+    force: Annotated[bool, typer.Option("--force", help="rerun every selected stage")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would run and why; load no model")] = False,
+):
+    """Run every stage in order (or --from/--to), skipping complete ones and resuming partial ones."""
+    from r1pipe import runner
+
+    cfg, overrides = _setup(overrides)
+    if dry_run:
+        steps = runner.plan(cfg, runner.select(start, stop), force=force)
+        runner.validate(cfg, [s.stage for s in steps if s.action != "skip"])
+        table = Table(title=f"plan for {config_mod.run_dir(cfg)}")
+        for col in ("stage", "action", "why"):
+            table.add_column(col)
+        for s in steps:
+            table.add_row(s.stage, s.action, s.reason)
+        console.print(table)
+        console.print("config checked against TRL: ok")
+        return
+    runner.run_all(cfg, overrides, start=start, stop=stop, force=force)
+    _print_status(cfg)
+
+
+@app.command()
+def status(overrides: Overrides = None):
+    """Table of stages: state, short fingerprint, key metric, duration. Reads manifests only."""
+    cfg, _ = _setup(overrides)
+    _print_status(cfg)
+
+
+def _print_status(cfg, only: list[str] | None = None) -> None:
+    from r1pipe import runner
+
+    table = Table(title=f"r1pipe run {config_mod.run_dir(cfg)}")
+    for col in ("stage", "state", "fingerprint", "key metric", "duration", "note"):
+        table.add_column(col)
+    colors = {"complete": "green", "stale": "yellow", "partial": "cyan", "missing": "dim"}
+    for name, s in runner.states(cfg).items():
+        if only and name not in only:
+            continue
+        m = s.manifest or {}
+        fp = (m.get("fingerprint") or s.expected or "")[:12]
+        dur = f"{m['duration_s']:.0f}s" if "duration_s" in m else ""
+        note = "" if s.state == "complete" else s.reason
+        table.add_row(name, f"[{colors[s.state]}]{s.state}[/]", fp, _key_metric(m), dur, note)
+    console.print(table)
+
+
+def _key_metric(m: dict) -> str:
+    ev, metrics = m.get("eval") or {}, m.get("metrics") or {}
+    parts = []
+    if "greedy_accuracy" in ev:
+        parts.append(f"greedy {100 * ev['greedy_accuracy']:.1f}%")
+    if "pass@1" in ev:
+        parts.append(f"pass@1 {100 * ev['pass@1']:.1f}%")
+    if not parts and "train_loss" in metrics:
+        parts.append(f"loss {metrics['train_loss']:.3f}")
+    if not parts and "parameters" in metrics:
+        parts.append(f"{metrics['parameters'] / 1e6:.2f}M params")
+    return ", ".join(parts)
+
+
+@app.command()
+def show(stage: Annotated[str, typer.Argument(help="stage name")], overrides: Overrides = None):
+    """Print one stage's manifest."""
+    from r1pipe import manifest as mf
+    from r1pipe import stages
+
+    cfg, _ = _setup(overrides)
+    stages.module(stage)
+    stage_dir = config_mod.run_dir(cfg) / stage
+    data = mf.read_manifest(stage_dir)
+    if data is None:
+        raise R1Error(f"{stage} has no manifest in {stage_dir}", hint=f"run it: r1pipe run --stage {stage}")
+    console.print_json(json.dumps(data, default=str))
+
+
+@app.command("config")
+def show_config(
+    overrides: Overrides = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", "-s", help="only this stage's resolved config")] = None,
+):
+    """Print the resolved config; nothing is run."""
+    from omegaconf import OmegaConf
+
+    cfg, _ = _setup(overrides)
+    node = config_mod.stage_config(cfg, stage) if stage else config_mod.to_plain(cfg)
+    console.print(OmegaConf.to_yaml(OmegaConf.create(node)), end="", markup=False, highlight=False)
+
+
+@app.command("stages")
+def list_stages():
+    """The stage graph: each stage and the stages it reads."""
+    from r1pipe import stages
+
+    table = Table(title="stage graph")
+    table.add_column("stage")
+    table.add_column("reads")
+    table.add_column("writes")
+    for name in stages.ORDER:
+        mod = stages.module(name)
+        table.add_row(name, ", ".join(mod.PARENTS) or "config", ", ".join(mod.OUTPUTS))
+    console.print(table)
+
+
+@app.command("eval")
+def evaluate(stage: Annotated[str, typer.Option("--stage", "-s")], overrides: Overrides = None):
+    """Evaluate a complete stage's model under R1's protocol on the task's held-out set."""
+    from r1pipe import evaluation, runner, stages
+    from r1pipe import manifest as mf
+    from r1pipe.lock import RunLock
+
+    cfg, _ = _setup(overrides)
+    stages.module(stage)
+    root = config_mod.run_dir(cfg)
+    with RunLock(root):
+        s = runner.states(cfg, full=True)[stage]
+        if not s.complete or "model" not in s.manifest.get("outputs", {}):
+            raise R1Error(f"{stage} is {s.state} ({s.reason})", hint=f"run it first: r1pipe run --stage {stage}")
+        metrics = evaluation.evaluate_stage(cfg, root / stage, s.manifest)
+        mf.write_json_atomic(root / stage / mf.MANIFEST, {**s.manifest, "eval": metrics})
+    console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "settings"}))
+
+
+def main() -> None:
+    global DEBUG
+    argv = sys.argv[1:]
+    DEBUG = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    logging.basicConfig(
+        level=logging.DEBUG if DEBUG else logging.INFO,
+        format="%(message)s",
+        handlers=[_log_handler()],
+    )
+    try:
+        app(args=argv, prog_name="r1pipe", standalone_mode=False)
+    except R1Error as e:
+        if DEBUG:
+            raise
+        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished stages are kept; rerun the same command to resume")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        if DEBUG:
+            raise
+        err.print(f"[bold red]error:[/] {type(e).__name__}: {e} (rerun with --debug for the traceback)", soft_wrap=True)
+        sys.exit(1)
+
+
+def _log_handler() -> logging.Handler:
+    from rich.logging import RichHandler
+
+    return RichHandler(console=err, show_path=False, show_time=False, markup=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Configuration: Hydra's compose API behind the CLI, and the checks that run before any model loads.
+
+`load(overrides)` composes `conf/config.yaml` with the preset picked by `conf=NAME` and the user's overrides;
+`stage_config(cfg, name)` is the resolved, self-contained config one stage sees (interpolations such as
+`${task.cold_start}` already filled in). This module never imports torch: `r1pipe config` and `status` use it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from r1pipe.errors import R1Error
+
+DEFAULT_PRESET = "tiny"
+
+
+def conf_dir() -> Path:
+    """The Hydra config directory: $R1PIPE_CONF_DIR, else `conf/` beside the package (editable install)."""
+    env = os.environ.get("R1PIPE_CONF_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parent.parent / "conf"
+    if not (path / "config.yaml").is_file():
+        raise R1Error(f"no config.yaml in {path}", hint="set R1PIPE_CONF_DIR to r1pipe's conf/ directory")
+    return path
+
+
+def load(overrides: list[str] | tuple[str, ...] = ()):
+    """Compose the config. Bad overrides become one-line R1Errors that say what to write instead."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
+
+    overrides = list(overrides)
+    for o in overrides:
+        if "=" not in o:
+            raise R1Error(f"override {o!r} is not KEY=VALUE", hint="e.g. conf=tiny cold_sft.trainer.max_steps=10")
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException, YAMLError) as e:
+        raise R1Error(_hydra_message(e), hint=_hydra_hint(e)) from e
+    return cfg
+
+
+def _hydra_message(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    # Hydra wraps the useful sentence; keep the first one and drop its suggestion boilerplate.
+    for cut in (" To append to your config use", " Config search path:"):
+        text = text.split(cut)[0]
+    return f"bad config: {text}"
+
+
+def _hydra_hint(e: Exception) -> str | None:
+    text = str(e)
+    if "not in struct" in text or "Could not override" in text or "Key '" in text:
+        return "`r1pipe config` shows every key; prefix a new key with + (e.g. +cold_sft.trainer.warmup_ratio=0.1)"
+    if "Could not find" in text:
+        return f"presets live in {conf_dir() / 'conf'}"
+    return None
+
+
+def preset_name(overrides: list[str] | tuple[str, ...]) -> str:
+    for o in overrides:
+        if o.startswith("conf="):
+            return o.split("=", 1)[1]
+    return DEFAULT_PRESET
+
+
+def to_plain(node) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def stage_config(cfg, name: str) -> dict[str, Any]:
+    if name not in cfg:
+        raise R1Error(f"no config for stage {name!r}", hint="check conf/config.yaml's defaults list")
+    return to_plain(cfg[name])
+
+
+def run_dir(cfg) -> Path:
+    return Path(cfg.run.dir)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The trainer: block is passed to TRL's config class unchanged; check it against that class first, so a typo
+# or a wrong type fails here, in one line, and not after a model has loaded.
+
+
+def check_trainer_block(stage: str, block: dict[str, Any], config_cls: type) -> None:
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    hints = typing.get_type_hints(config_cls)
+    for key, value in block.items():
+        where = f"{stage}.trainer.{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"see the fields of trl.{config_cls.__name__}"
+            raise R1Error(f"{where} is not a field of trl.{config_cls.__name__}", hint=hint)
+        if key in MANAGED_TRAINER_KEYS:
+            raise R1Error(f"{where} is set by r1pipe", hint=MANAGED_TRAINER_KEYS[key])
+        if not _type_ok(value, hints.get(key, Any)):
+            raise R1Error(
+                f"{where}={value!r} has the wrong type",
+                hint=f"trl.{config_cls.__name__}.{key} takes {_type_name(hints.get(key, Any))}",
+            )
+
+
+# Keys the runner owns: where checkpoints go decides resume, so users cannot move them.
+MANAGED_TRAINER_KEYS = {
+    "output_dir": "checkpoints live in <run.dir>/<stage>/trainer; set run.dir to move them",
+    "resume_from_checkpoint": "r1pipe resumes partial stages on its own",
+}
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if hint is Any or value is None:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        if issubclass(hint, str) and hint is not str:  # str-valued enums (schedulers, strategies)
+            return isinstance(value, str)
+        return isinstance(value, hint)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

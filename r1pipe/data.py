@@ -1,0 +1,148 @@
+"""Data sources: the built-in tiny task, local JSONL/JSON/Parquet files, or a hub dataset, all normalized to
+rows of {prompt, answer, solution} and validated on load.
+
+A source is a dict from a task config:
+
+    {builtin: arithmetic, size: 1000, seed: 1, exclude: {...held-out source...}}
+    {path: data/train.jsonl, fields: {prompt: question, answer: answer, solution: response}}
+    {hub: openai/gsm8k, name: main, split: train, fields: {...}, answer_pattern: '####\\s*(.+)$'}
+
+`fields` maps r1pipe's names to the dataset's columns. A row missing a required field is an error that
+names the file, the row and the field. Content is only ever read as data (no pickle, no eval).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from r1pipe.errors import R1Error
+from r1pipe.tasks import arithmetic
+
+NORMALIZED = ("prompt", "answer", "solution")
+
+
+def load_rows(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows with at least the fields in `need`, from any kind of source."""
+    if "builtin" in source:
+        rows = _builtin(source, need)
+        where = f"builtin:{source['builtin']}"
+    elif "path" in source:
+        where = str(source["path"])
+        rows = _normalize(_read_file(Path(source["path"])), source, need, where)
+    elif "hub" in source:
+        where = f"hub:{source['hub']}"
+        rows = _normalize(_read_hub(source), source, need, where)
+    else:
+        raise R1Error(f"data source {source} names no builtin, path or hub", hint="see conf/task/*.yaml")
+    limit = source.get("limit")
+    rows = rows[:limit] if limit else rows
+    if not rows:
+        raise R1Error(f"data source {where} has no rows", hint="check the file, split or size")
+    return rows
+
+
+def _builtin(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, str]]:
+    if source["builtin"] != arithmetic.NAME:
+        raise R1Error(f"unknown builtin task {source['builtin']!r}", hint=f"builtins: {arithmetic.NAME}")
+    exclude: list[tuple[int, int]] = []
+    if source.get("exclude"):
+        ex = source["exclude"]
+        exclude = arithmetic.problems(ex["size"], ex["seed"])
+    pairs = arithmetic.problems(int(source["size"]), int(source["seed"]), exclude=exclude)
+    return list(arithmetic.records(pairs, with_solution="solution" in need))
+
+
+def _read_file(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise R1Error(f"data file {path} does not exist", hint="check the task's path (relative to where you run)")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows = []
+        try:
+            with open(path, encoding="utf-8") as f:
+                for i, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise R1Error(f"{path}: line {i}: not valid JSON ({e.msg})", hint="fix or drop that line") from e
+                    if not isinstance(row, dict):
+                        raise R1Error(f"{path}: line {i}: expected a JSON object, got {type(row).__name__}")
+                    rows.append(row)
+        except UnicodeDecodeError as e:
+            raise R1Error(f"{path}: not UTF-8 (byte {e.start})", hint="re-encode the file as UTF-8") from e
+        return rows
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise R1Error(f"{path}: not valid UTF-8 JSON ({e})") from e
+        if not isinstance(data, list):
+            raise R1Error(f"{path}: expected a JSON list of objects")
+        return data
+    if suffix == ".parquet":
+        from datasets import Dataset
+
+        try:
+            return Dataset.from_parquet(str(path)).to_list()
+        except Exception as e:  # pyarrow raises several unrelated types for a bad file
+            raise R1Error(f"{path}: cannot read as Parquet ({type(e).__name__}: {e})") from e
+    raise R1Error(f"{path}: unsupported data file type {suffix!r}", hint="use .jsonl, .json or .parquet")
+
+
+def _read_hub(source: dict[str, Any]) -> list[dict[str, Any]]:
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(
+            source["hub"], source.get("name"), split=source.get("split", "train"), revision=source.get("revision")
+        )
+    except Exception as e:  # network, auth, missing split: all end the same way for the user
+        raise R1Error(
+            f"cannot load hub dataset {source['hub']}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+            hint="check the id and split, or download it and point path: at a local copy",
+        ) from e
+    return ds.to_list()
+
+
+def _normalize(raw: list[dict[str, Any]], source: dict[str, Any], need: tuple[str, ...], where: str):
+    fields = {k: k for k in NORMALIZED} | dict(source.get("fields") or {})
+    pattern = re.compile(source["answer_pattern"], re.S | re.M) if source.get("answer_pattern") else None
+    rows = []
+    for i, row in enumerate(raw, 1):
+        out = {}
+        for key in need:
+            col = fields[key]
+            value = row.get(col)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise R1Error(
+                    f"{where}: row {i}: missing field {col!r} (r1pipe's {key})",
+                    hint=f"fix the row, or map {key} to another column with fields.{key}",
+                )
+            value = str(value)
+            if key == "answer" and pattern is not None:
+                m = pattern.search(value)
+                if not m:
+                    raise R1Error(f"{where}: row {i}: answer {value[:60]!r} does not match answer_pattern")
+                value = m.group(1).strip()
+            out[key] = value
+        rows.append(out)
+    return rows
+
+
+def sft_messages(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """TRL's conversational SFT format: one `messages` list per row (plus the gold answer for checking)."""
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": r["prompt"]},
+                {"role": "assistant", "content": r["solution"]},
+            ],
+            "answer": r.get("answer", ""),
+        }
+        for r in rows
+    ]

@@ -1,0 +1,15 @@
+"""The one error type r1pipe raises for people: what went wrong, where, and what to do."""
+
+from __future__ import annotations
+
+
+class R1Error(Exception):
+    """An error meant for the user. The CLI prints it on one line and exits non-zero (traceback: --debug)."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message

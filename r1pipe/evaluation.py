@@ -1,0 +1,111 @@
+"""Evaluation under R1's protocol, on a stage's model and the task's held-out problems.
+
+- greedy accuracy (one deterministic answer per problem),
+- pass@1 = mean correctness over k samples at temperature 0.6, top-p 0.95 (R1 avoids greedy for headline
+  numbers), and cons@k = majority vote over those k,
+- strict-format rate kept apart from lenient answer accuracy,
+each with its standard error over problems. Every sample is saved in `eval_samples.jsonl`, so the numbers in
+`eval.json` can be recomputed from it independently (`summarize`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from r1pipe import rewards
+from r1pipe.data import load_rows
+from r1pipe.manifest import write_json_atomic
+
+EVAL_JSON, SAMPLES = "eval.json", "eval_samples.jsonl"
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and its standard error (sample std / sqrt(n))."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    m = sum(values) / n
+    if n == 1:
+        return m, 0.0
+    var = sum((v - m) ** 2 for v in values) / (n - 1)
+    return m, math.sqrt(var / n)
+
+
+def summarize(samples: list[dict[str, Any]], verifier: str) -> dict[str, Any]:
+    """Metrics from saved samples: [{prompt, answer, greedy: str|None, samples: [str, ...]}, ...]."""
+    out: dict[str, Any] = {"n_problems": len(samples)}
+    if samples and samples[0].get("greedy") is not None:
+        acc = [float(rewards.is_correct(s["greedy"], s["answer"], verifier)) for s in samples]
+        fmt = [float(rewards.strict_format(s["greedy"])) for s in samples]
+        out["greedy_accuracy"], out["greedy_accuracy_se"] = mean_se(acc)
+        out["greedy_strict_format"], _ = mean_se(fmt)
+    if samples and samples[0].get("samples"):
+        k = len(samples[0]["samples"])
+        p1, cons, fmt, think_len, ans_len = [], [], [], [], []
+        for s in samples:
+            ok = [rewards.is_correct(c, s["answer"], verifier) for c in s["samples"]]
+            p1.append(sum(ok) / k)
+            fmt.append(sum(rewards.strict_format(c) for c in s["samples"]) / k)
+            votes = Counter(a for a in (rewards.extract_answer(c) for c in s["samples"]) if a is not None)
+            top = votes.most_common(1)[0][0] if votes else None
+            cons.append(float(top is not None and rewards.is_correct(f"<answer>{top}</answer>", s["answer"], verifier)))
+            for c in s["samples"]:
+                think, summary = rewards.split_think(c)
+                think_len.append(len(think))
+                ans_len.append(len(summary))
+        out["k"] = k
+        out["pass@1"], out["pass@1_se"] = mean_se(p1)
+        out[f"cons@{k}"], out[f"cons@{k}_se"] = mean_se(cons)
+        out["strict_format"], _ = mean_se(fmt)
+        out["mean_think_chars"] = sum(think_len) / len(think_len)
+        out["mean_answer_chars"] = sum(ans_len) / len(ans_len)
+    return out
+
+
+def evaluate_model(model_dir: Path, rows: list[dict[str, str]], settings: dict[str, Any]) -> tuple[dict, list]:
+    """Generate greedy and sampled answers for `rows` and score them. Returns (metrics, samples)."""
+    from r1pipe.generation import Sampling, generate
+    from r1pipe.models import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(model_dir)
+    model = load_causal_lm(model_dir)
+    prompts = [r["prompt"] for r in rows]
+    t0 = time.time()
+    common = dict(max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"], seed=settings["seed"])
+    greedy = generate(model, tok, prompts, Sampling(n=1, **common), desc="eval greedy") if settings["greedy"] else None
+    sampled = None
+    if settings["k"] > 0:
+        s = Sampling(n=settings["k"], temperature=settings["temperature"], top_p=settings["top_p"], **common)
+        sampled = generate(model, tok, prompts, s, desc=f"eval pass@1 (k={settings['k']})")
+    samples = [
+        {
+            "prompt": r["prompt"],
+            "answer": r["answer"],
+            "greedy": greedy[i][0] if greedy else None,
+            "samples": sampled[i] if sampled else [],
+        }
+        for i, r in enumerate(rows)
+    ]
+    metrics = summarize(samples, settings["verifier"])
+    metrics["seconds"] = round(time.time() - t0, 2)
+    metrics["settings"] = {k: v for k, v in settings.items() if k not in ("heldout", "after_stage")}
+    return metrics, samples
+
+
+def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate a stage's model on the task's held-out set; writes eval.json and eval_samples.jsonl."""
+    from r1pipe.config import to_plain
+
+    settings = to_plain(cfg.eval)
+    rows = load_rows(settings["heldout"], need=("prompt", "answer"))
+    metrics, samples = evaluate_model(stage_dir / manifest["outputs"]["model"], rows, settings)
+    with open(stage_dir / SAMPLES, "w") as f:
+        for s in samples:
+            f.write(json.dumps(s) + "\n")
+    write_json_atomic(stage_dir / EVAL_JSON, metrics)
+    return metrics

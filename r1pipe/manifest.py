@@ -1,0 +1,209 @@
+"""Manifests, fingerprints and output hashes: what makes a stage "complete", and the proof of it.
+
+A stage directory holds `manifest.json`, written last and atomically, only on success. A stage is
+- complete: manifest present, status complete, fingerprint equal to the one recomputed now, outputs intact;
+- stale:    a manifest exists but its fingerprint or outputs no longer match (it and its children rerun);
+- partial:  no manifest, but an interrupted attempt with the same fingerprint left trainer checkpoints
+            or generation shards (it resumes);
+- missing:  anything else.
+
+Pure functions over files and dicts; no torch, so `r1pipe status` stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from r1pipe.errors import R1Error
+
+SCHEMA = 1
+MANIFEST = "manifest.json"
+IN_PROGRESS = ".in_progress.json"  # fingerprint of the attempt now on disk; lets a rerun resume it
+STAGING = ".staging"  # outputs are written here and moved into place only after the stage succeeds
+
+# Keys that change how a run is watched or stored, never what it computes: excluded from the fingerprint so
+# that, say, logging more often does not retrain a model.
+RUN_ONLY_KEYS = {"eval"}
+RUN_ONLY_TRAINER_KEYS = {
+    "logging_steps", "logging_first_step", "logging_strategy", "logging_dir", "report_to", "run_name",
+    "save_steps", "save_strategy", "save_total_limit", "disable_tqdm", "dataloader_num_workers",
+    "log_completions", "num_completions_to_print",
+}  # fmt: skip
+
+
+def fingerprint(stage: str, config: dict[str, Any], parents: list[dict[str, Any]], code_version: str) -> str:
+    """sha256 over the stage name, its config minus run-only keys, its parents' lineage and its code."""
+    cfg = {k: v for k, v in config.items() if k not in RUN_ONLY_KEYS}
+    if isinstance(cfg.get("trainer"), dict):
+        cfg["trainer"] = {k: v for k, v in cfg["trainer"].items() if k not in RUN_ONLY_TRAINER_KEYS}
+    payload = {"stage": stage, "config": cfg, "parents": parents, "code": code_version}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def parent_lineage(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a child's fingerprint records of a parent: its fingerprint and the content hash of its outputs.
+
+    Content, not only parameters: sampling and GPU training are not bit-reproducible, and a child must
+    rerun when the bytes it consumed change.
+    """
+    return {
+        "stage": manifest["stage"],
+        "fingerprint": manifest["fingerprint"],
+        "outputs": {k: v["sha256"] for k, v in sorted(manifest.get("hashes", {}).items())},
+    }
+
+
+def hash_path(path: Path) -> dict[str, Any]:
+    """Content hash of a file or directory tree: sha256 over sorted relative paths and file bytes."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    h, size = hashlib.sha256(), 0
+    for f in files:
+        rel = f.name if f == path else f.relative_to(path).as_posix()
+        h.update(rel.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+                size += len(chunk)
+        h.update(b"\0")
+    return {"sha256": h.hexdigest(), "size": size, "files": len(files)}
+
+
+def quick_stat(path: Path) -> tuple[int, int]:
+    """(total bytes, file count): the cheap check `status` makes before trusting a manifest."""
+    if path.is_file():
+        return path.stat().st_size, 1
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files), len(files)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temp file in the same directory, fsync, rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it private; a manifest is meant to be read
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    path = stage_dir / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise R1Error(
+            f"corrupt manifest {path}: {e}", hint=f"rerun the stage with --force ({stage_dir.name})"
+        ) from e
+    if not isinstance(data, dict) or "stage" not in data or "fingerprint" not in data:
+        raise R1Error(f"corrupt manifest {path}: missing stage/fingerprint", hint="rerun the stage with --force")
+    if data.get("schema", 0) > SCHEMA:
+        raise R1Error(
+            f"{path} has manifest schema {data['schema']}, this r1pipe reads up to {SCHEMA}",
+            hint="upgrade r1pipe, or use another run.dir",
+        )
+    return data
+
+
+@dataclass
+class StageState:
+    stage: str
+    state: str  # complete | stale | partial | missing
+    reason: str
+    expected: str | None  # fingerprint it should have now (None while a parent is not complete)
+    manifest: dict[str, Any] | None
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
+
+
+def outputs_intact(stage_dir: Path, manifest: dict[str, Any], full: bool = False) -> str | None:
+    """None when every recorded output is present and matches; else what is wrong, naming the file."""
+    for key, rel in manifest.get("outputs", {}).items():
+        path = stage_dir / rel
+        rec = manifest.get("hashes", {}).get(key)
+        if not path.exists():
+            return f"output {path} is missing"
+        if rec is None:
+            return f"no hash recorded for output {key}"
+        size, count = quick_stat(path)
+        if (size, count) != (rec["size"], rec["files"]):
+            return f"output {path} changed since it was written ({count} files, {size} bytes; recorded {rec['files']}, {rec['size']})"
+        if full and hash_path(path)["sha256"] != rec["sha256"]:
+            return f"output {path} does not match its recorded sha256"
+    return None
+
+
+def stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full: bool = False) -> StageState:
+    """Classify one stage directory. `expected` is the fingerprint it should have (None: a parent is not done)."""
+    name = stage_dir.name
+    manifest = read_manifest(stage_dir)
+    if manifest is not None:
+        if expected is None:
+            return StageState(name, "stale", "a parent is not complete", expected, manifest)
+        if manifest.get("status") != "complete":
+            return StageState(name, "stale", f"manifest status is {manifest.get('status')!r}", expected, manifest)
+        if manifest["fingerprint"] != expected:
+            return StageState(name, "stale", "config, parents or code changed", expected, manifest)
+        problem = outputs_intact(stage_dir, manifest, full=full)
+        if problem:
+            return StageState(name, "stale", problem, expected, manifest)
+        return StageState(name, "complete", "up to date", expected, manifest)
+    marker = stage_dir / IN_PROGRESS
+    if expected is not None and marker.exists() and has_progress:
+        try:
+            started = json.loads(marker.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            started = {}
+        if started.get("fingerprint") == expected:
+            return StageState(name, "partial", "an interrupted attempt can resume", expected, None)
+    return StageState(name, "missing", "never completed", expected, None)
+
+
+def environment() -> dict[str, Any]:
+    """Versions that produced a stage, read from installed metadata (no heavy imports)."""
+    from importlib import metadata
+
+    env: dict[str, Any] = {"python": sys.version.split()[0]}
+    for pkg in ("r1pipe", "torch", "transformers", "trl", "datasets", "accelerate"):
+        try:
+            env[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            env[pkg] = None
+    env["git_commit"] = _git_commit()
+    return env
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    head = root / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            ref_path = root / ".git" / ref[5:]
+            if ref_path.exists():
+                return ref_path.read_text().strip()
+            packed = root / ".git" / "packed-refs"
+            for line in packed.read_text().splitlines() if packed.exists() else []:
+                if line.endswith(ref[5:]):
+                    return line.split()[0]
+            return None
+        return ref
+    except OSError:
+        return None

@@ -1,0 +1,127 @@
+"""Models and tokenizers: build the tiny ones from scratch, load real ones safely.
+
+Everything a stage saves is a plain Hugging Face directory (safetensors weights, tokenizer, chat template,
+generation config) so `AutoModelForCausalLM.from_pretrained` reads it with no r1pipe code.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from r1pipe.errors import R1Error
+
+log = logging.getLogger(__name__)
+
+PAD, BOS_TURN, EOS_TURN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+# Ordinary (not special) added tokens: GRPO decodes with skip_special_tokens=True, and the format reward must
+# still see the tags.
+R1_TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
+
+# ChatML with {% generation %} markers around the assistant turn, end-of-turn token inside, so SFT with
+# assistant_only_loss learns to stop.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}"
+    "{%- else %}"
+    "{{- message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def build_tokenizer(corpus: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained on `corpus`, with single-digit tokens.
+
+    Digits are split one per token before BPE: a merged "34" would make column arithmetic unlearnable for a
+    small model.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS_TURN, EOS_TURN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, eos_token=EOS_TURN, bos_token=None, unk_token=None
+    )
+    fast.add_tokens(R1_TAGS, special_tokens=False)
+    fast.chat_template = CHAT_TEMPLATE
+    fast.padding_side = "left"  # batched generation needs left padding; SFT collators pad on their own
+    return fast
+
+
+def build_model(tokenizer, arch: dict[str, Any], seed: int):
+    """A small Qwen2-style causal LM from config, eos = end of turn, pad != eos."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    eos_id = tokenizer.convert_tokens_to_ids(EOS_TURN)
+    pad_id = tokenizer.pad_token_id
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        bos_token_id=None,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        **arch,
+    )
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None)
+    return model
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)
+    except (OSError, ValueError) as e:
+        raise R1Error(f"cannot load a tokenizer from {path}: {first_line(e)}", hint="check the path or hub id") from e
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        # pad == eos teaches SFT models never to stop (their eos is masked out as padding).
+        raise R1Error(
+            f"tokenizer at {path} has pad_token == eos_token ({tok.eos_token!r})",
+            hint="set a distinct pad token in the base stage's tokenizer",
+        )
+    return tok
+
+
+def load_causal_lm(
+    path: str | Path, dtype: str = "float32", trust_remote_code: bool = False, revision: str | None = None
+):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(path),
+            dtype=getattr(torch, dtype),
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            use_safetensors=True,  # never unpickle weights
+        )
+    except (OSError, ValueError) as e:
+        raise R1Error(f"cannot load a model from {path}: {first_line(e)}", hint="check the path or hub id") from e
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,257 @@
+"""The runner: decides whether each stage runs, skips or resumes; runs it; writes its manifest.
+
+Stages never decide this themselves. For one stage the runner
+1. takes the run directory's lock,
+2. checks that every parent is complete (full hash check of the outputs it will read),
+3. resumes a partial attempt with the same fingerprint, or starts clean (wiping an old or stale attempt),
+4. calls the stage's `run(ctx)`, which writes outputs under `.staging/`,
+5. moves outputs into place, hashes them, evaluates a model output, and writes `manifest.json` last.
+A failure anywhere before step 5 leaves no manifest, so nothing half-done is ever taken as complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r1pipe import config as config_mod
+from r1pipe import manifest as mf
+from r1pipe import stages
+from r1pipe.errors import R1Error
+from r1pipe.lock import RunLock
+
+log = logging.getLogger("r1pipe")
+
+
+@dataclass
+class StageContext:
+    """Everything a stage may touch: its resolved config, its parents' outputs and its own directory."""
+
+    name: str
+    config: dict[str, Any]
+    dir: Path
+    parent_manifests: dict[str, dict[str, Any]]
+    parent_dirs: dict[str, Path]
+    seed: int
+    resume: bool
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def output(self, key: str) -> Path:
+        """A path to write output `key` to; the runner moves it to `<stage>/<key>` once the stage succeeds."""
+        path = self.dir / mf.STAGING / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.outputs[key] = key
+        return path
+
+    def parent_output(self, stage: str, key: str) -> Path:
+        manifest = self.parent_manifests[stage]
+        if key not in manifest.get("outputs", {}):
+            raise R1Error(f"stage {stage} has no output {key!r}", hint=f"its outputs: {list(manifest['outputs'])}")
+        return self.parent_dirs[stage] / manifest["outputs"][key]
+
+    @property
+    def trainer_dir(self) -> Path:
+        return self.dir / "trainer"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+
+def states(cfg, full: bool = False) -> dict[str, mf.StageState]:
+    """The state of every stage, in graph order. Each child's expected fingerprint uses its parents' manifests."""
+    root = config_mod.run_dir(cfg)
+    out: dict[str, mf.StageState] = {}
+    for name in stages.ORDER:
+        mod = stages.module(name)
+        parent_states = [out[p] for p in mod.PARENTS]
+        expected = None
+        if all(p.complete for p in parent_states):
+            expected = mf.fingerprint(
+                name,
+                config_mod.stage_config(cfg, name),
+                [mf.parent_lineage(p.manifest) for p in parent_states],
+                stages.code_version(name),
+            )
+        stage_dir = root / name
+        out[name] = mf.stage_state(stage_dir, expected, _has_progress(stage_dir), full=full)
+    return out
+
+
+def _has_progress(stage_dir: Path) -> bool:
+    """Work an interrupted attempt left behind: a Trainer checkpoint or a finished generation shard."""
+    trainer = stage_dir / "trainer"
+    if trainer.is_dir() and any((c / "trainer_state.json").exists() for c in trainer.glob("checkpoint-*")):
+        return True
+    return any((stage_dir / mf.STAGING).glob("**/shard-*.done"))
+
+
+@dataclass
+class Step:
+    stage: str
+    action: str  # skip | run | resume | rerun
+    reason: str
+
+
+def plan(cfg, targets: list[str], force: bool = False) -> list[Step]:
+    """What `run-all` would do for `targets` (in order), without loading anything heavy."""
+    st = states(cfg)
+    will_run: set[str] = set()
+    steps = []
+    for name in targets:
+        s = st[name]
+        upstream = [p for p in stages.parents(name) if p in will_run]
+        if force:
+            steps.append(Step(name, "rerun" if s.manifest else "run", "--force"))
+        elif upstream:
+            steps.append(Step(name, "rerun" if s.manifest else "run", f"parent {upstream[0]} will run"))
+        elif s.state == "complete":
+            steps.append(Step(name, "skip", "complete, fingerprint matches"))
+            continue
+        elif s.state == "partial":
+            steps.append(Step(name, "resume", s.reason))
+        elif s.state == "stale":
+            steps.append(Step(name, "rerun", s.reason))
+        else:
+            steps.append(Step(name, "run", s.reason))
+        will_run.add(name)
+    return steps
+
+
+def validate(cfg, names: list[str]) -> None:
+    """Pre-flight checks of each stage's config (TRL field names and types, batch arithmetic), no model loaded."""
+    for name in names:
+        mod = stages.module(name)
+        if hasattr(mod, "validate"):
+            mod.validate(config_mod.stage_config(cfg, name))
+
+
+def run_stage(cfg, name: str, overrides: list[str], force: bool = False) -> dict[str, Any]:
+    """Run one stage whose parents are complete. Returns its manifest (the existing one when skipped)."""
+    root = config_mod.run_dir(cfg)
+    with RunLock(root):
+        st = states(cfg)
+        for p in stages.parents(name):
+            if not st[p].complete:
+                raise R1Error(
+                    f"stage {name} needs {p}, which is {st[p].state} ({st[p].reason})",
+                    hint=f"run it first: r1pipe run --stage {p} {' '.join(overrides)}".strip(),
+                )
+            problem = mf.outputs_intact(root / p, st[p].manifest, full=True)
+            if problem:
+                raise R1Error(f"stage {p}: {problem}", hint=f"rerun it: r1pipe run --stage {p} --force")
+        s = st[name]
+        if s.complete and not force:
+            log.info("%s: complete, skipped (fingerprint %s)", name, s.expected[:12])
+            return s.manifest
+        validate(cfg, [name])
+        return _execute(cfg, name, s, resume=(s.state == "partial" and not force))
+
+
+def _execute(cfg, name: str, s: mf.StageState, resume: bool) -> dict[str, Any]:
+    root = config_mod.run_dir(cfg)
+    stage_dir = root / name
+    mod = stages.module(name)
+    stage_cfg = config_mod.stage_config(cfg, name)
+    if not resume and stage_dir.exists():
+        shutil.rmtree(stage_dir)  # a stale or abandoned attempt: its checkpoints belong to another config
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    mf.write_json_atomic(stage_dir / mf.IN_PROGRESS, {"fingerprint": s.expected})
+    _write_yaml(stage_dir / "config.yaml", stage_cfg)
+
+    parent_manifests = {p: mf.read_manifest(root / p) for p in mod.PARENTS}
+    ctx = StageContext(
+        name=name,
+        config=stage_cfg,
+        dir=stage_dir,
+        parent_manifests=parent_manifests,
+        parent_dirs={p: root / p for p in mod.PARENTS},
+        seed=int(stage_cfg.get("seed", cfg.seed)),
+        resume=resume,
+    )
+    log.info("%s: %s (fingerprint %s)", name, "resuming" if resume else "running", s.expected[:12])
+    started, t0 = _now(), time.time()
+    metrics = mod.run(ctx) or {}
+
+    # Outputs move into place only now: a crash above leaves them in .staging, never where a reader looks.
+    hashes = {}
+    for key, rel in ctx.outputs.items():
+        final = stage_dir / rel
+        if final.exists():
+            shutil.rmtree(final) if final.is_dir() else final.unlink()
+        (stage_dir / mf.STAGING / key).rename(final)
+        hashes[key] = mf.hash_path(final)
+    shutil.rmtree(stage_dir / mf.STAGING, ignore_errors=True)
+
+    manifest = {
+        "schema": mf.SCHEMA,
+        "stage": name,
+        "status": "complete",
+        "fingerprint": s.expected,
+        "parents": [mf.parent_lineage(parent_manifests[p]) for p in mod.PARENTS],
+        "config": stage_cfg,
+        "outputs": dict(ctx.outputs),
+        "hashes": hashes,
+        "metrics": metrics,
+        "eval": {},
+        "env": mf.environment(),
+        "seed": ctx.seed,
+        "resumed": resume,
+        "started_at": started,
+        "finished_at": _now(),
+        "duration_s": round(time.time() - t0, 2),
+    }
+    if "model" in ctx.outputs and cfg.eval.after_stage and stage_cfg.get("eval", True):
+        from r1pipe import evaluation
+
+        manifest["eval"] = evaluation.evaluate_stage(cfg, stage_dir, manifest)
+    mf.write_json_atomic(stage_dir / mf.MANIFEST, manifest)
+    (stage_dir / mf.IN_PROGRESS).unlink(missing_ok=True)
+    log.info("%s: complete in %.1fs", name, manifest["duration_s"])
+    return manifest
+
+
+def run_all(
+    cfg, overrides: list[str], start: str | None = None, stop: str | None = None, force: bool = False
+) -> list[Step]:
+    targets = select(start, stop)
+    with RunLock(config_mod.run_dir(cfg)):  # held across stages so no other writer slips in between
+        steps = plan(cfg, targets, force=force)
+        validate(cfg, [s.stage for s in steps if s.action != "skip"])
+        for step in steps:
+            if step.action == "skip":
+                log.info("%s: complete, skipped", step.stage)
+                continue
+            # No force for a "rerun" planned because a parent ran: if the parent's new outputs are
+            # byte-identical, the child's fingerprint still matches and it is rightly skipped.
+            run_stage(cfg, step.stage, overrides, force=force)
+    return steps
+
+
+def select(start: str | None, stop: str | None) -> list[str]:
+    order = stages.ORDER
+    for s in (start, stop):
+        if s is not None:
+            stages.module(s)  # raises a clear error for an unknown name
+    i = order.index(start) if start else 0
+    j = order.index(stop) + 1 if stop else len(order)
+    if i >= j:
+        raise R1Error(f"--from {start} comes after --to {stop}", hint=f"stage order: {' -> '.join(order)}")
+    return order[i:j]
+
+
+def _write_yaml(path: Path, data: dict[str, Any]) -> None:
+    from omegaconf import OmegaConf
+
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(data)))
+    tmp.replace(path)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

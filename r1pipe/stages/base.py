@@ -1,0 +1,54 @@
+"""base: resolve the model every other stage starts from.
+
+    r1pipe run --stage base conf=tiny
+
+Either a real model (a hub id or a local path: copied into `model/` with its id and revision recorded, so the
+run's lineage pins exact weights) or, when `model` is null as in the tiny preset, a byte-level BPE tokenizer
+trained on the task's text and a small Qwen2-style model built from config, both saved with save_pretrained.
+`trust_remote_code` stays off unless the config turns it on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAME = "base"
+PARENTS: tuple[str, ...] = ()
+OUTPUTS = ("model",)
+
+
+def run(ctx) -> dict[str, Any]:
+    from r1pipe import data, models
+    from r1pipe.training import model_card
+
+    cfg = ctx.config
+    out = ctx.output("model")
+    if cfg.get("model"):
+        remote, rev = cfg["trust_remote_code"], cfg.get("revision")
+        tok = models.load_tokenizer(cfg["model"], trust_remote_code=remote, revision=rev)
+        model = models.load_causal_lm(cfg["model"], dtype=cfg["dtype"], trust_remote_code=remote, revision=rev)
+        summary = f"Base model `{cfg['model']}` (revision {cfg.get('revision') or 'default'}), copied by r1pipe."
+        built = False
+    else:
+        rows = data.load_rows(cfg["tokenizer"]["corpus"], need=("prompt", "solution"))
+        corpus = [_chat_text(r) for r in rows]
+        tok = models.build_tokenizer(corpus, vocab_size=cfg["tokenizer"]["vocab_size"])
+        model = models.build_model(tok, cfg["arch"], seed=ctx.seed)
+        summary = "A small Qwen2-style model built from scratch by r1pipe's tiny preset (random weights)."
+        built = True
+    card = model_card(NAME, {}, cfg, summary)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+    (out / "README.md").write_text(card)
+    return {
+        "source": cfg.get("model") or "built",
+        "revision": cfg.get("revision"),
+        "built_from_scratch": built,
+        "parameters": models.count_parameters(model),
+        "vocab_size": len(tok),
+    }
+
+
+def _chat_text(row: dict[str, str]) -> str:
+    # Train the tokenizer on text shaped like what it will see: the chat template around each example.
+    return f"<|im_start|>user\n{row['prompt']}<|im_end|>\n<|im_start|>assistant\n{row['solution']}<|im_end|>\n"

@@ -1,0 +1,49 @@
+"""cold_sft: supervised fine-tuning on a small set of readable long-CoT examples (DeepSeek-R1 §2.3.1).
+
+    r1pipe run --stage cold_sft conf=tiny
+
+R1 starts RL from a model tuned on "thousands" of curated chain-of-thought answers, so that RL begins from
+readable output. TRL's SFTTrainer trains on the task's `cold_start` data in conversational form with the loss
+on the assistant turn only (the chat template's {% generation %} markers), resuming from the last Trainer
+checkpoint after an interruption. The trainer: block is trl.SFTConfig, field for field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAME = "cold_sft"
+PARENTS = ("base",)
+OUTPUTS = ("model",)
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    from trl import SFTConfig
+
+    from r1pipe.config import check_trainer_block
+
+    check_trainer_block(NAME, cfg.get("trainer") or {}, SFTConfig)
+
+
+def run(ctx) -> dict[str, Any]:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from r1pipe import data, models, training
+
+    cfg = ctx.config
+    base_dir = ctx.parent_output("base", "model")
+    args = training.trl_config(SFTConfig, NAME, cfg, ctx.trainer_dir, ctx.seed)
+    rows = data.load_rows(cfg["data"], need=("prompt", "solution"))
+    dataset = Dataset.from_list([{"messages": m["messages"]} for m in data.sft_messages(rows)])
+
+    tokenizer = models.load_tokenizer(base_dir)
+    model = models.load_causal_lm(base_dir, dtype=cfg.get("dtype", "float32"))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    metrics = training.train(trainer, ctx.metrics_path)
+
+    card = training.model_card(
+        NAME, ctx.parent_manifests, cfg, f"Cold-start SFT of the base model on {len(rows)} chain-of-thought examples."
+    )
+    training.save_model(trainer.model, tokenizer, ctx.output("model"), card)
+    return {**metrics, "examples": len(rows)}

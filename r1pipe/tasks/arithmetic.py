@@ -1,0 +1,80 @@
+"""The tiny task: addition of two 2-3 digit integers, answered in R1's format.
+
+The user turn is the bare expression ``A+B``. The assistant works column by column from the units, the way a
+person adds on paper, then gives the answer:
+
+    347+285  ->  <think>7+5=12 4+8+1=13 3+2+1=6</think><answer>632</answer>
+
+Each column reads ``a+b(+carry)=s``; a missing digit is written as 0 so every step has the same shape. The
+answer is the last column's sum followed by the units digits of the earlier columns, most significant first,
+so a small model can read it off the working. Everything here is pure and seeded: no torch, no I/O.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+
+NAME = "arithmetic"
+DIGITS = (2, 3)  # operands have 2 or 3 digits
+
+
+def operand(rng: random.Random) -> int:
+    n = rng.choice(DIGITS)
+    return rng.randint(10 ** (n - 1), 10**n - 1)
+
+
+def prompt(a: int, b: int) -> str:
+    return f"{a}+{b}"
+
+
+def parse_prompt(text: str) -> tuple[int, int]:
+    a, b = text.strip().split("+")
+    return int(a), int(b)
+
+
+def working(a: int, b: int) -> str:
+    """The column-by-column chain of thought for a+b."""
+    da, db = str(a)[::-1], str(b)[::-1]
+    steps, carry = [], 0
+    for i in range(max(len(da), len(db))):
+        x = int(da[i]) if i < len(da) else 0
+        y = int(db[i]) if i < len(db) else 0
+        s = x + y + carry
+        steps.append(f"{x}+{y}+{carry}={s}" if carry else f"{x}+{y}={s}")
+        carry = s // 10
+    return " ".join(steps)
+
+
+def solution(a: int, b: int) -> str:
+    """The full assistant turn in R1's format."""
+    return f"<think>{working(a, b)}</think><answer>{a + b}</answer>"
+
+
+def problems(n: int, seed: int, exclude: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+    """`n` distinct problems from a seeded generator, none of them in `exclude`.
+
+    Distinct so that "thousands of cold-start examples" means thousands of different problems, and `exclude`
+    keeps training data disjoint from the held-out set.
+    """
+    rng = random.Random(seed)
+    seen = set(exclude)
+    out: list[tuple[int, int]] = []
+    space = sum(9 * 10 ** (d - 1) for d in DIGITS) ** 2
+    if n > space - len(seen):
+        raise ValueError(f"arithmetic: asked for {n} distinct problems, only {space - len(seen)} exist")
+    while len(out) < n:
+        pair = (operand(rng), operand(rng))
+        if pair not in seen:
+            seen.add(pair)
+            out.append(pair)
+    return out
+
+
+def records(pairs: Iterable[tuple[int, int]], with_solution: bool = True) -> Iterator[dict]:
+    """Rows in r1pipe's normalized schema: prompt, answer and (for SFT data) the assistant solution."""
+    for a, b in pairs:
+        row = {"prompt": prompt(a, b), "answer": str(a + b)}
+        if with_solution:
+            row["solution"] = solution(a, b)
+        yield row

@@ -1,0 +1,114 @@
+"""What every TRL-trained stage shares: building the TRL config, resuming, logging, saving.
+
+The stage's `trainer:` block goes to the TRL config class unchanged; r1pipe only adds what it owns
+(output_dir, the seed) and CPU-safe defaults a user can override.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from r1pipe.config import check_trainer_block
+from r1pipe.errors import R1Error
+
+log = logging.getLogger("r1pipe")
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def trl_config(config_cls: type, stage: str, stage_cfg: dict[str, Any], output_dir: Path, seed: int):
+    block = dict(stage_cfg.get("trainer") or {})
+    check_trainer_block(stage, block, config_cls)
+    block.setdefault("seed", seed)
+    block.setdefault("data_seed", seed)
+    block.setdefault("report_to", "none")
+    try:
+        return config_cls(output_dir=str(output_dir), **block)
+    except (ValueError, TypeError) as e:
+        raise R1Error(f"{stage}.trainer: trl.{config_cls.__name__} rejects it: {_first(e)}") from e
+
+
+def last_checkpoint(trainer_dir: Path) -> Path | None:
+    """The newest checkpoint that finished saving (the Trainer writes trainer_state.json last)."""
+    if not trainer_dir.is_dir():
+        return None
+    done = [
+        (int(m.group(1)), p)
+        for p in trainer_dir.iterdir()
+        if (m := _CKPT.match(p.name)) and (p / "trainer_state.json").exists()
+    ]
+    return max(done)[1] if done else None
+
+
+def train(trainer, metrics_path: Path) -> dict[str, Any]:
+    """Run `trainer`, resuming from the last complete checkpoint if there is one. Returns summary metrics."""
+    ckpt = last_checkpoint(Path(trainer.args.output_dir))
+    resumed_step = 0
+    if ckpt is not None:
+        resumed_step = int(_CKPT.match(ckpt.name).group(1))
+        _truncate_metrics(metrics_path, resumed_step)  # lines logged after the checkpoint will be logged again
+        log.info("resuming from %s (step %d)", ckpt, resumed_step)
+    trainer.add_callback(_metrics_callback(metrics_path))
+    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    return {
+        "global_step": trainer.state.global_step,
+        "resumed_from_step": resumed_step,
+        "train_loss": result.training_loss,
+        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+    }
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _metrics_callback(path: Path):
+    from transformers import TrainerCallback
+
+    class MetricsCallback(TrainerCallback):
+        """One JSON line per logging step; a NaN or infinite loss stops the stage before anything is saved."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or not state.is_world_process_zero:
+                return
+            loss = logs.get("loss")
+            if isinstance(loss, float) and not math.isfinite(loss):
+                raise R1Error(
+                    f"loss is {loss} at step {state.global_step}",
+                    hint="lower the learning rate or check the data; the stage was not marked complete",
+                )
+            with open(path, "a") as f:
+                f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    return MetricsCallback()
+
+
+def save_model(model, tokenizer, path: Path, card: str) -> None:
+    """An HF directory: safetensors weights, config, generation config, tokenizer + chat template, model card."""
+    model.save_pretrained(str(path), safe_serialization=True)
+    tokenizer.save_pretrained(str(path))
+    (path / "README.md").write_text(card)
+
+
+def model_card(stage: str, parents: dict[str, dict[str, Any]], config: dict[str, Any], summary: str) -> str:
+    lineage = "\n".join(f"- {p}: fingerprint `{m['fingerprint'][:12]}`" for p, m in parents.items()) or "- (none)"
+    trainer = "\n".join(f"| {k} | {v} |" for k, v in sorted((config.get("trainer") or {}).items()))
+    return (
+        f"---\nlibrary_name: transformers\ntags: [r1pipe, {stage}]\n---\n\n"
+        f"# r1pipe `{stage}` model\n\n{summary}\n\n## Lineage\n{lineage}\n\n"
+        f"## Training settings\n| key | value |\n|---|---|\n{trainer}\n\n"
+        "Load it with `AutoModelForCausalLM.from_pretrained(path)` and `AutoTokenizer.from_pretrained(path)`; "
+        "prompts go through the tokenizer's chat template.\n"
+    )
+
+
+def _first(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
