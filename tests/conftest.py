@@ -1,0 +1,33 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def overrides_for(run_dir: Path, *extra: str) -> list[str]:
+    return ["conf=smoke", f"run.dir={run_dir}", *extra]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """base + cold_sft of the smoke preset, run once for the session; tests that change it take a copy."""
+    from r1pipe import config, runner
+
+    run_dir = tmp_path_factory.mktemp("session") / "smoke"
+    ov = overrides_for(run_dir)
+    runner.run_all(config.load(ov), ov)
+    return run_dir
+
+
+@pytest.fixture
+def run_copy(smoke_run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(smoke_run, dst)
+    return dst

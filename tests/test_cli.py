@@ -1,0 +1,90 @@
+"""The CLI as a user meets it: quick commands stay light, errors are one line with a non-zero exit."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import overrides_for
+
+HEAVY = ("torch", "transformers", "trl")
+PROBE = """
+import sys
+from r1pipe.cli import main
+sys.argv = ["r1pipe", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+print("HEAVY=" + ",".join(m for m in {heavy!r} if m in sys.modules), "CODE=" + str(code))
+"""
+
+
+def _probe(*args):
+    out = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *args], capture_output=True, text=True)
+    return out.stdout, out.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--help",), ("status",), ("config",), ("stages",), ("show", "cold_sft"), ("run-all", "--help")],
+)
+def test_quick_commands_never_import_torch(smoke_run, args):
+    stdout, stderr = _probe(*args, *(overrides_for(smoke_run) if "--help" not in args and args != ("stages",) else ()))
+    assert "HEAVY= CODE=0" in stdout, stdout + stderr
+
+
+def test_status_shows_every_stage_and_state(smoke_run):
+    stdout, _ = _probe("status", *overrides_for(smoke_run))
+    assert "base" in stdout and "cold_sft" in stdout and stdout.count("complete") == 2
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "r1pipe.cli", *args], capture_output=True, text=True)
+
+
+def test_missing_parent_is_a_one_line_error(tmp_path):
+    r = _cli("run", "--stage", "cold_sft", *overrides_for(tmp_path / "empty"))
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "r1pipe run --stage base" in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_override_and_unknown_stage_fail_cleanly(tmp_path):
+    for args, text in [
+        (("status", "conf=smoke", "cold_sft.trainer.learnin_rate=1"), "Could not override"),
+        (("run", "--stage", "cold_stf", "conf=smoke", f"run.dir={tmp_path}"), "unknown stage 'cold_stf'"),
+        (("run-all", "--dry-run", "conf=smoke", "cold_sft.trainer.max_steps=ten", f"run.dir={tmp_path}"),
+         "max_steps='ten' has the wrong type"),
+    ]:
+        r = _cli(*args)
+        assert r.returncode == 1 and text in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = _cli("--debug", "run", "--stage", "cold_stf", "conf=smoke", f"run.dir={tmp_path}")
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_dry_run_plans_without_running(smoke_run, tmp_path):
+    r = _cli("run-all", "--dry-run", *overrides_for(tmp_path / "new"))
+    assert r.returncode == 0 and "run" in r.stdout and "never completed" in r.stdout
+    assert not (tmp_path / "new" / "base").exists()
+    r = _cli("run-all", "--dry-run", *overrides_for(smoke_run, "cold_sft.trainer.learning_rate=1e-4"))
+    assert "skip" in r.stdout and "rerun" in r.stdout
+
+
+def test_show_prints_the_manifest(smoke_run):
+    r = _cli("show", "cold_sft", *overrides_for(smoke_run))
+    assert r.returncode == 0 and json.loads(r.stdout)["stage"] == "cold_sft"
+
+
+def test_corrupt_manifest_is_reported_not_trusted(run_copy):
+    (run_copy / "base" / "manifest.json").write_text("{oops")
+    r = _cli("status", *overrides_for(run_copy))
+    assert r.returncode == 1 and "corrupt manifest" in r.stderr and "base" in r.stderr

@@ -1,0 +1,52 @@
+import pytest
+
+from r1pipe import config
+from r1pipe.errors import R1Error
+
+
+def test_presets_resolve_and_set_run_dir():
+    cfg = config.load(["conf=tiny"])
+    assert cfg.preset == "tiny" and str(config.run_dir(cfg)) == "runs/tiny"
+    sc = config.stage_config(cfg, "cold_sft")
+    assert sc["data"]["builtin"] == "arithmetic"  # interpolations are resolved into the stage's own config
+    assert sc["trainer"]["use_cpu"] is True and sc["trainer"]["bf16"] is False
+
+
+def test_every_preset_file_starts_with_its_command():
+    for f in sorted((config.conf_dir() / "conf").glob("*.yaml")):
+        lines = [l for l in f.read_text().splitlines() if l.startswith("#") and "@package" not in l]
+        assert lines and f"conf={f.stem}" in lines[0], f"{f} must start with the command that uses it"
+
+
+def test_overrides_reach_the_stage():
+    cfg = config.load(["conf=tiny", "cold_sft.trainer.learning_rate=3e-4", "run.dir=/tmp/x"])
+    assert config.stage_config(cfg, "cold_sft")["trainer"]["learning_rate"] == 3e-4
+    assert str(config.run_dir(cfg)) == "/tmp/x"
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("cold_sft.trainer.learnin_rate=1", "Could not override 'cold_sft.trainer.learnin_rate'"),
+        ("conf=nope", "Could not find 'conf/nope'"),
+        ("nokey", "not KEY=VALUE"),
+    ],
+)
+def test_bad_overrides_are_one_line_errors(override, message):
+    with pytest.raises(R1Error, match=message) as e:
+        config.load([override] if override.startswith("conf=") else ["conf=tiny", override])
+    assert "\n" not in str(e.value)
+
+
+def test_trainer_block_is_checked_against_trl():
+    from trl import GRPOConfig, SFTConfig
+
+    config.check_trainer_block("cold_sft", {"learning_rate": 1e-3, "max_steps": 5, "report_to": "none"}, SFTConfig)
+    with pytest.raises(R1Error, match="did you mean learning_rate"):
+        config.check_trainer_block("cold_sft", {"learnin_rate": 1e-3}, SFTConfig)
+    with pytest.raises(R1Error, match="max_steps='ten' has the wrong type"):
+        config.check_trainer_block("cold_sft", {"max_steps": "ten"}, SFTConfig)
+    with pytest.raises(R1Error, match="output_dir is set by r1pipe"):
+        config.check_trainer_block("cold_sft", {"output_dir": "/tmp"}, SFTConfig)
+    with pytest.raises(R1Error, match="not a field of trl.GRPOConfig"):
+        config.check_trainer_block("reasoning_rl", {"packing": True}, GRPOConfig)

@@ -1,0 +1,139 @@
+"""The spine end to end on the smoke preset: manifests, skip, rerun on change, resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import overrides_for
+from r1pipe import config, runner
+from r1pipe.errors import R1Error
+
+
+def _run_all(run_dir, *extra):
+    ov = overrides_for(run_dir, *extra)
+    return runner.run_all(config.load(ov), ov)
+
+
+def _manifest(run_dir, stage):
+    return json.loads((run_dir / stage / "manifest.json").read_text())
+
+
+def test_run_all_writes_complete_manifests(smoke_run):
+    for stage in ("base", "cold_sft"):
+        m = _manifest(smoke_run, stage)
+        assert m["status"] == "complete" and m["stage"] == stage
+        for key in ("fingerprint", "parents", "config", "outputs", "hashes", "metrics", "env", "seed",
+                    "started_at", "finished_at", "duration_s"):
+            assert key in m, key
+        assert (smoke_run / stage / "config.yaml").exists()
+        assert not (smoke_run / stage / ".staging").exists() and not (smoke_run / stage / ".in_progress.json").exists()
+    cold = _manifest(smoke_run, "cold_sft")
+    assert cold["parents"][0]["stage"] == "base"
+    assert cold["parents"][0]["fingerprint"] == _manifest(smoke_run, "base")["fingerprint"]
+    assert cold["metrics"]["global_step"] == 6
+    assert {"greedy_accuracy", "pass@1", "cons@2", "strict_format"} <= set(cold["eval"])
+    lines = (smoke_run / "cold_sft" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["step"] for l in lines if "loss" in json.loads(l)] == [2, 4, 6]
+
+
+def test_cold_sft_changed_the_weights_and_loads_with_plain_transformers(smoke_run):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    before = load_file(smoke_run / "base" / "model" / "model.safetensors")
+    after = load_file(smoke_run / "cold_sft" / "model" / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert all(not torch.equal(before[k], after[k]) for k in before if "norm" not in k)
+
+    path = smoke_run / "cold_sft" / "model"
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token_id != tok.eos_token_id
+    assert model.generation_config.eos_token_id == eot
+    assert "{% generation %}" in tok.chat_template
+    ids = tok.encode("<think>1+2=3</think><answer>3</answer>")
+    assert tok.decode(ids, skip_special_tokens=True) == "<think>1+2=3</think><answer>3</answer>"  # tags survive
+    prompt = tok.apply_chat_template([{"role": "user", "content": "347+285"}], add_generation_prompt=True,
+                                     return_tensors="pt", return_dict=True)
+    out = model.generate(**prompt, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > prompt["input_ids"].shape[1]
+    assert (path / "README.md").read_text().startswith("---")
+
+
+def test_same_command_again_trains_nothing(run_copy):
+    before = {s: (run_copy / s / "manifest.json").stat().st_mtime_ns for s in ("base", "cold_sft")}
+    steps = _run_all(run_copy)
+    assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "skip")]
+    assert {s: (run_copy / s / "manifest.json").stat().st_mtime_ns for s in before} == before
+
+
+def test_changing_learning_rate_reruns_cold_sft_only(run_copy):
+    base_before = _manifest(run_copy, "base")
+    cold_before = _manifest(run_copy, "cold_sft")
+    steps = _run_all(run_copy, "cold_sft.trainer.learning_rate=5e-4")
+    assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "rerun")]
+    assert _manifest(run_copy, "base") == base_before
+    cold_after = _manifest(run_copy, "cold_sft")
+    assert cold_after["fingerprint"] != cold_before["fingerprint"]
+    assert cold_after["config"]["trainer"]["learning_rate"] == 5e-4
+    assert cold_after["hashes"]["model"]["sha256"] != cold_before["hashes"]["model"]["sha256"]
+
+
+def test_run_with_missing_parent_names_the_command(tmp_path):
+    ov = overrides_for(tmp_path / "empty")
+    with pytest.raises(R1Error) as e:
+        runner.run_stage(config.load(ov), "cold_sft", ov)
+    assert "needs base" in str(e.value) and "r1pipe run --stage base conf=smoke" in str(e.value)
+    assert not (tmp_path / "empty" / "cold_sft").exists()
+
+
+def test_changed_base_makes_cold_sft_stale(run_copy):
+    ov = overrides_for(run_copy, "base.arch.hidden_size=48")
+    st = runner.states(config.load(ov))
+    assert st["base"].state == "stale" and st["cold_sft"].state == "stale"
+    plan = runner.plan(config.load(ov), ["base", "cold_sft"])
+    assert [(s.action, s.reason) for s in plan][1] == ("rerun", "parent base will run")
+
+
+def test_kill_during_training_then_rerun_resumes(run_copy):
+    """SIGKILL cold_sft once a checkpoint exists; the rerun resumes from it and logs the same losses as an
+    uninterrupted run."""
+    extra = ("cold_sft.trainer.max_steps=40", "cold_sft.trainer.save_steps=10", "eval.after_stage=false")
+    ov = overrides_for(run_copy, *extra)
+    cmd = [sys.executable, "-m", "r1pipe.cli", "run", "--stage", "cold_sft", "--force", *ov]
+    import shutil
+    shutil.rmtree(run_copy / "cold_sft")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = run_copy / "cold_sft" / "trainer" / "checkpoint-10" / "trainer_state.json"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "training never reached a checkpoint"
+    assert not (run_copy / "cold_sft" / "manifest.json").exists()
+    st = runner.states(config.load(ov))
+    assert st["cold_sft"].state == "partial"
+
+    steps = runner.run_all(config.load(ov), ov)
+    assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "resume")]
+    m = _manifest(run_copy, "cold_sft")
+    assert m["resumed"] is True and m["metrics"]["resumed_from_step"] >= 10 and m["metrics"]["global_step"] == 40
+    resumed = [json.loads(l) for l in (run_copy / "cold_sft" / "metrics.jsonl").read_text().splitlines()]
+    resumed_losses = {r["step"]: r["loss"] for r in resumed if "loss" in r}
+    assert sorted(resumed_losses) == list(range(2, 41, 2))  # every step logged once, none repeated
+
+    # The same 40 steps without the kill, in a sibling run directory.
+    ref = run_copy.parent / "ref"
+    shutil.copytree(run_copy / "base", ref / "base")
+    _run_all(ref, *extra)
+    straight = [json.loads(l) for l in (ref / "cold_sft" / "metrics.jsonl").read_text().splitlines()]
+    straight_losses = {r["step"]: r["loss"] for r in straight if "loss" in r}
+    assert resumed_losses == pytest.approx(straight_losses, rel=1e-4)
