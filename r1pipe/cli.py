@@ -70,7 +70,7 @@ def run_all(
 
     cfg, overrides = _setup(overrides)
     if dry_run:
-        steps = runner.plan(cfg, runner.select(start, stop), force=force)
+        steps = runner.plan(cfg, runner.select(cfg, start, stop), force=force)
         runner.validate(cfg, [s.stage for s in steps if s.action != "skip"])
         table = Table(title=f"plan for {config_mod.run_dir(cfg)}")
         for col in ("stage", "action", "why"):
@@ -152,17 +152,18 @@ def show_config(
 
 
 @app.command("stages")
-def list_stages():
-    """The stage graph: each stage and the stages it reads."""
-    from r1pipe import stages
+def list_stages(overrides: Overrides = None):
+    """The stage graph of a preset: each stage and the stages it reads."""
+    from r1pipe import runner, stages
 
-    table = Table(title="stage graph")
+    cfg, _ = _setup(overrides)
+    table = Table(title=f"stage graph ({cfg.preset})")
     table.add_column("stage")
     table.add_column("reads")
     table.add_column("writes")
-    for name in stages.ORDER:
-        mod = stages.module(name)
-        table.add_row(name, ", ".join(mod.PARENTS) or "config", ", ".join(mod.OUTPUTS))
+    for name in runner.recipe(cfg):
+        reads = ", ".join(runner.parents_of(cfg, name)) or "config"
+        table.add_row(name, reads, ", ".join(stages.module(name).OUTPUTS))
     console.print(table)
 
 

@@ -7,7 +7,10 @@ are often format learning, and an evaluation must be able to tell the two apart.
 
 from __future__ import annotations
 
+import math
 import re
+
+from r1pipe.errors import R1Error
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _STRICT = re.compile(
@@ -71,3 +74,168 @@ def math_equal(pred: str, gold: str) -> bool:
 def _boxed(text: str) -> str:
     # math-verify finds a bare number or expression most reliably when it is boxed.
     return text if "\\boxed" in text else f"\\boxed{{{text}}}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reward functions in TRL's signature: (completions, **columns) -> list[float | None]. `completions` are chat
+# messages ([{"role": "assistant", "content": ...}]) or plain strings; dataset columns such as `answer` arrive
+# as keyword lists. None means "does not apply to this row" (TRL then leaves it out of that row's sum).
+# Each is registered under a stable name, which is also its name in TRL's logs (rewards/<name>/mean).
+
+
+def completion_text(c) -> str:
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list):  # conversational: the assistant message(s)
+        return "".join(m.get("content", "") for m in c if isinstance(m, dict))
+    return str(c)
+
+
+def accuracy(completions, answer=None, verifier=None, **_) -> list[float | None]:
+    """1 if the extracted answer equals the gold one (integer exact match or math-verify), else 0."""
+    n = len(completions)
+    answers = answer if answer is not None else [None] * n
+    verifiers = verifier if verifier is not None else ["integer"] * n
+    out: list[float | None] = []
+    for c, gold, v in zip(completions, answers, verifiers):
+        if gold is None or (isinstance(gold, str) and not gold.strip()):
+            out.append(None)  # a general prompt: no verifiable answer
+        else:
+            out.append(1.0 if is_correct(completion_text(c), str(gold), v or "integer") else 0.0)
+    return out
+
+
+def format_reward(completions, **_) -> list[float | None]:
+    """1 for exactly `<think>…</think>` then `<answer>…</answer>` and nothing else, else 0."""
+    return [1.0 if strict_format(completion_text(c)) else 0.0 for c in completions]
+
+
+def tag_count(completions, **_) -> list[float | None]:
+    """0.25 for each of the four tags that appears exactly once: partial credit on the way to the format."""
+    tags = ("<think>", "</think>", "<answer>", "</answer>")
+    return [sum(0.25 for t in tags if completion_text(c).count(t) == 1) for c in completions]
+
+
+_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)  # runs of letters; digits and symbols belong to no language
+_SCRIPTS = {
+    "en": lambda ch: ch.isascii(),
+    "zh": lambda ch: "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf",
+    "ru": lambda ch: "\u0400" <= ch <= "\u04ff",
+}
+
+
+def language_share(text: str, language: str = "en") -> float:
+    """Share of words written in the target language's script (R1's language-consistency reward).
+    Text without words is consistent by definition (1.0)."""
+    in_script = _SCRIPTS[language]
+    words = _WORD.findall(text)
+    if not words:
+        return 1.0
+    return sum(all(in_script(ch) for ch in w) for w in words) / len(words)
+
+
+def language_consistency(completions, language=None, target_language: str = "en", **_) -> list[float | None]:
+    """Share of chain-of-thought words in the target language (a `language` column overrides per row)."""
+    langs = language if language is not None else [target_language] * len(completions)
+    return [language_share(split_think(completion_text(c))[0], lang or target_language) for c, lang in zip(completions, langs)]
+
+
+def _length(c, ids) -> int:
+    return len(ids) if ids is not None else len(completion_text(c))
+
+
+def length_cosine(
+    completions, answer=None, verifier=None, completion_ids=None, max_length: int = 512,
+    min_correct: float = 0.5, max_correct: float = 1.0, min_wrong: float = -1.0, max_wrong: float = -0.5, **_,
+) -> list[float | None]:
+    """Cosine-scaled length reward (Yeo et al. 2025): short correct answers earn most, long wrong ones lose
+    least. Replaces accuracy when used, so weight accuracy 0 alongside it."""
+    ok = accuracy(completions, answer=answer, verifier=verifier)
+    ids = completion_ids or [None] * len(completions)
+    out: list[float | None] = []
+    for c, i, correct in zip(completions, ids, ok):
+        if correct is None:
+            out.append(None)
+            continue
+        frac = min(_length(c, i), max_length) / max_length
+        lo, hi = (min_correct, max_correct) if correct else (max_wrong, min_wrong)
+        out.append(lo + 0.5 * (hi - lo) * (1 + math.cos(math.pi * frac)))
+    return out
+
+
+def repetition(completions, ngram: int = 3, max_penalty: float = -1.0, **_) -> list[float | None]:
+    """Penalty for repeated word n-grams: max_penalty x (1 - unique/total). 0 for text shorter than n."""
+    out: list[float | None] = []
+    for c in completions:
+        words = completion_text(c).split()
+        grams = [tuple(words[i : i + ngram]) for i in range(len(words) - ngram + 1)]
+        out.append(0.0 if not grams else max_penalty * (1 - len(set(grams)) / len(grams)))
+    return out
+
+
+def overlong(completions, completion_ids=None, max_length: int = 512, buffer: int = 64, **_) -> list[float | None]:
+    """DAPO's soft overlong punishment: 0 up to max_length - buffer, then linear down to -1 at max_length."""
+    ids = completion_ids or [None] * len(completions)
+    out: list[float | None] = []
+    for c, i in zip(completions, ids):
+        excess = _length(c, i) - (max_length - buffer)
+        out.append(0.0 if excess <= 0 else max(-1.0, -excess / buffer))
+    return out
+
+
+REGISTRY = {
+    "accuracy": accuracy,
+    "format": format_reward,
+    "tag_count": tag_count,
+    "language_consistency": language_consistency,
+    "length_cosine": length_cosine,
+    "repetition": repetition,
+    "overlong": overlong,
+}
+
+
+def build(spec: dict[str, dict]) -> tuple[list, list[float]]:
+    """Reward functions and weights from config ({name: {weight: w, **params}}), named for TRL's logs.
+    A reward set to null is left out (how a preset removes one it inherits)."""
+    funcs, weights = [], []
+    for name, params in spec.items():
+        if params is None:
+            continue
+        params = dict(params or {})
+        weight = float(params.pop("weight", 1.0))
+        funcs.append(_bind(name, _lookup(name, params.pop("function", None)), params))
+        weights.append(weight)
+    if not funcs:
+        raise R1Error("no reward functions configured", hint="set rewards: {accuracy: {weight: 1.0}, ...}")
+    return funcs, weights
+
+
+def _lookup(name: str, function: str | None):
+    """A registered reward, or your own: `my_reward: {function: "package.module:func", weight: 1.0}`
+    (TRL's signature, imported from your code; `name` is what the logs call it)."""
+    if function is None:
+        if name in REGISTRY:
+            return REGISTRY[name]
+        raise R1Error(f"unknown reward {name!r}", hint=f"rewards: {', '.join(REGISTRY)}, or set function: module:func")
+    import importlib
+
+    module, _, attr = function.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise R1Error(f"cannot import reward {name!r} from {function!r}: {e}", hint="is the module on PYTHONPATH?") from e
+
+
+def _bind(name: str, fn, params: dict):
+    import inspect
+
+    accepted = set(inspect.signature(fn).parameters)
+    unknown = set(params) - accepted
+    if unknown:
+        raise R1Error(f"reward {name} has no parameter {sorted(unknown)[0]!r}", hint=f"it takes: {sorted(accepted - {'completions', '_'})}")
+
+    def reward(completions, **kwargs):
+        return fn(completions, **{**kwargs, **params})
+
+    reward.__name__ = name
+    return reward

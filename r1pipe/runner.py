@@ -63,13 +63,27 @@ class StageContext:
         return self.dir / "metrics.jsonl"
 
 
+def recipe(cfg) -> list[str]:
+    """The stages this config runs, in graph order (`run.stages`; R1-Zero, for one, has no cold_sft)."""
+    chosen = list(cfg.run.get("stages") or stages.ORDER)
+    for name in chosen:
+        stages.module(name)  # unknown names fail here, with the list of stages
+        for p in parents_of(cfg, name):
+            if p not in chosen:
+                raise R1Error(f"stage {name} reads {p}, which run.stages leaves out", hint=f"add {p} to run.stages")
+    return [s for s in stages.ORDER if s in chosen]
+
+
+def parents_of(cfg, name: str) -> tuple[str, ...]:
+    return stages.parents(name, config_mod.stage_config(cfg, name))
+
+
 def states(cfg, full: bool = False) -> dict[str, mf.StageState]:
     """The state of every stage, in graph order. Each child's expected fingerprint uses its parents' manifests."""
     root = config_mod.run_dir(cfg)
     out: dict[str, mf.StageState] = {}
-    for name in stages.ORDER:
-        mod = stages.module(name)
-        parent_states = [out[p] for p in mod.PARENTS]
+    for name in recipe(cfg):
+        parent_states = [out[p] for p in parents_of(cfg, name)]
         expected = None
         if all(p.complete for p in parent_states):
             expected = mf.fingerprint(
@@ -105,7 +119,7 @@ def plan(cfg, targets: list[str], force: bool = False) -> list[Step]:
     steps = []
     for name in targets:
         s = st[name]
-        upstream = [p for p in stages.parents(name) if p in will_run]
+        upstream = [p for p in parents_of(cfg, name) if p in will_run]
         if force:
             steps.append(Step(name, "rerun" if s.manifest else "run", "--force"))
         elif upstream:
@@ -136,7 +150,9 @@ def run_stage(cfg, name: str, overrides: list[str], force: bool = False) -> dict
     root = config_mod.run_dir(cfg)
     with RunLock(root):
         st = states(cfg)
-        for p in stages.parents(name):
+        if name not in st:
+            raise R1Error(f"stage {name} is not in this recipe's run.stages", hint=f"stages here: {', '.join(st)}")
+        for p in parents_of(cfg, name):
             if not st[p].complete:
                 raise R1Error(
                     f"stage {name} needs {p}, which is {st[p].state} ({st[p].reason})",
@@ -158,19 +174,20 @@ def _execute(cfg, name: str, s: mf.StageState, resume: bool) -> dict[str, Any]:
     stage_dir = root / name
     mod = stages.module(name)
     stage_cfg = config_mod.stage_config(cfg, name)
+    parent_names = parents_of(cfg, name)
     if not resume and stage_dir.exists():
         shutil.rmtree(stage_dir)  # a stale or abandoned attempt: its checkpoints belong to another config
     stage_dir.mkdir(parents=True, exist_ok=True)
     mf.write_json_atomic(stage_dir / mf.IN_PROGRESS, {"fingerprint": s.expected})
     _write_yaml(stage_dir / "config.yaml", stage_cfg)
 
-    parent_manifests = {p: mf.read_manifest(root / p) for p in mod.PARENTS}
+    parent_manifests = {p: mf.read_manifest(root / p) for p in parent_names}
     ctx = StageContext(
         name=name,
         config=stage_cfg,
         dir=stage_dir,
         parent_manifests=parent_manifests,
-        parent_dirs={p: root / p for p in mod.PARENTS},
+        parent_dirs={p: root / p for p in parent_names},
         seed=int(stage_cfg.get("seed", cfg.seed)),
         resume=resume,
     )
@@ -193,7 +210,7 @@ def _execute(cfg, name: str, s: mf.StageState, resume: bool) -> dict[str, Any]:
         "stage": name,
         "status": "complete",
         "fingerprint": s.expected,
-        "parents": [mf.parent_lineage(parent_manifests[p]) for p in mod.PARENTS],
+        "parents": [mf.parent_lineage(parent_manifests[p]) for p in parent_names],
         "config": stage_cfg,
         "outputs": dict(ctx.outputs),
         "hashes": hashes,
@@ -219,7 +236,7 @@ def _execute(cfg, name: str, s: mf.StageState, resume: bool) -> dict[str, Any]:
 def run_all(
     cfg, overrides: list[str], start: str | None = None, stop: str | None = None, force: bool = False
 ) -> list[Step]:
-    targets = select(start, stop)
+    targets = select(cfg, start, stop)
     with RunLock(config_mod.run_dir(cfg)):  # held across stages so no other writer slips in between
         steps = plan(cfg, targets, force=force)
         validate(cfg, [s.stage for s in steps if s.action != "skip"])
@@ -233,11 +250,12 @@ def run_all(
     return steps
 
 
-def select(start: str | None, stop: str | None) -> list[str]:
-    order = stages.ORDER
+def select(cfg, start: str | None, stop: str | None) -> list[str]:
+    order = recipe(cfg)
     for s in (start, stop):
-        if s is not None:
-            stages.module(s)  # raises a clear error for an unknown name
+        if s is not None and s not in order:
+            stages.module(s)  # an unknown name fails with the list of stages
+            raise R1Error(f"stage {s} is not in this recipe", hint=f"run.stages: {', '.join(order)}")
     i = order.index(start) if start else 0
     j = order.index(stop) + 1 if stop else len(order)
     if i >= j:

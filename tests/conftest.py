@@ -31,3 +31,10 @@ def run_copy(smoke_run, tmp_path):
     dst = tmp_path / "run"
     shutil.copytree(smoke_run, dst)
     return dst
+
+
+def char_length_reward(completions, **_):
+    """A test reward that always differs between random completions, so GRPO has a signal to follow."""
+    from r1pipe.rewards import completion_text
+
+    return [float(len(completion_text(c))) for c in completions]

@@ -39,7 +39,7 @@ def test_quick_commands_never_import_torch(smoke_run, args):
 
 def test_status_shows_every_stage_and_state(smoke_run):
     stdout, _ = _probe("status", *overrides_for(smoke_run))
-    assert "base" in stdout and "cold_sft" in stdout and stdout.count("complete") == 2
+    assert all(s in stdout for s in ("base", "cold_sft", "reasoning_rl")) and stdout.count("complete") == 3
 
 
 def _cli(*args):

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import shutil
+
 import pytest
 
 from conftest import overrides_for
@@ -14,9 +16,20 @@ from r1pipe import config, runner
 from r1pipe.errors import R1Error
 
 
-def _run_all(run_dir, *extra):
+def _run_all(run_dir, *extra, **kw):
     ov = overrides_for(run_dir, *extra)
-    return runner.run_all(config.load(ov), ov)
+    return runner.run_all(config.load(ov), ov, **kw)
+
+
+def _kill_when(cmd, path, timeout=120):
+    """Start `cmd`, SIGKILL its process group as soon as `path` exists; returns whether it appeared."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return path.exists()
 
 
 def _manifest(run_dir, stage):
@@ -68,9 +81,9 @@ def test_cold_sft_changed_the_weights_and_loads_with_plain_transformers(smoke_ru
 
 
 def test_same_command_again_trains_nothing(run_copy):
-    before = {s: (run_copy / s / "manifest.json").stat().st_mtime_ns for s in ("base", "cold_sft")}
+    before = {s: (run_copy / s / "manifest.json").stat().st_mtime_ns for s in ("base", "cold_sft", "reasoning_rl")}
     steps = _run_all(run_copy)
-    assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "skip")]
+    assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "skip"), ("reasoning_rl", "skip")]
     assert {s: (run_copy / s / "manifest.json").stat().st_mtime_ns for s in before} == before
 
 
@@ -78,7 +91,7 @@ def test_changing_learning_rate_reruns_cold_sft_only(run_copy):
     base_before = _manifest(run_copy, "base")
     cold_before = _manifest(run_copy, "cold_sft")
     steps = _run_all(run_copy, "cold_sft.trainer.learning_rate=5e-4")
-    assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "rerun")]
+    assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "rerun"), ("reasoning_rl", "rerun")]
     assert _manifest(run_copy, "base") == base_before
     cold_after = _manifest(run_copy, "cold_sft")
     assert cold_after["fingerprint"] != cold_before["fingerprint"]
@@ -108,21 +121,14 @@ def test_kill_during_training_then_rerun_resumes(run_copy):
     extra = ("cold_sft.trainer.max_steps=40", "cold_sft.trainer.save_steps=10", "eval.after_stage=false")
     ov = overrides_for(run_copy, *extra)
     cmd = [sys.executable, "-m", "r1pipe.cli", "run", "--stage", "cold_sft", "--force", *ov]
-    import shutil
     shutil.rmtree(run_copy / "cold_sft")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpt = run_copy / "cold_sft" / "trainer" / "checkpoint-10" / "trainer_state.json"
-    deadline = time.time() + 120
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert ckpt.exists(), "training never reached a checkpoint"
+    assert _kill_when(cmd, ckpt), "training never reached a checkpoint"
     assert not (run_copy / "cold_sft" / "manifest.json").exists()
     st = runner.states(config.load(ov))
     assert st["cold_sft"].state == "partial"
 
-    steps = runner.run_all(config.load(ov), ov)
+    steps = runner.run_all(config.load(ov), ov, stop="cold_sft")
     assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "resume")]
     m = _manifest(run_copy, "cold_sft")
     assert m["resumed"] is True and m["metrics"]["resumed_from_step"] >= 10 and m["metrics"]["global_step"] == 40
@@ -133,7 +139,88 @@ def test_kill_during_training_then_rerun_resumes(run_copy):
     # The same 40 steps without the kill, in a sibling run directory.
     ref = run_copy.parent / "ref"
     shutil.copytree(run_copy / "base", ref / "base")
-    _run_all(ref, *extra)
+    runner.run_all(config.load(overrides_for(ref, *extra)), overrides_for(ref, *extra), stop="cold_sft")
     straight = [json.loads(l) for l in (ref / "cold_sft" / "metrics.jsonl").read_text().splitlines()]
     straight_losses = {r["step"]: r["loss"] for r in straight if "loss" in r}
     assert resumed_losses == pytest.approx(straight_losses, rel=1e-4)
+
+
+def test_reasoning_rl_logs_rewards_kl_length_and_samples(smoke_run):
+    import torch
+    from safetensors.torch import load_file
+
+    m = _manifest(smoke_run, "reasoning_rl")
+    assert [p["stage"] for p in m["parents"]] == ["cold_sft"] and m["metrics"]["global_step"] == 4
+    logged = [json.loads(l) for l in (smoke_run / "reasoning_rl" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in logged if "reward" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    for key in ("rewards/accuracy/mean", "rewards/format/mean", "rewards/language_consistency/mean", "kl",
+                "completions/mean_length", "clip_ratio/region_mean"):
+        assert all(key in r for r in steps), key
+    samples = [json.loads(l) for l in (smoke_run / "reasoning_rl" / "samples.jsonl").read_text().splitlines()]
+    assert samples and {"step", "prompt", "completion", "rewards"} <= set(samples[0])
+    assert set(samples[0]["rewards"]) == {"accuracy", "format", "language_consistency"}
+    # The smoke model writes random text: every group's rule rewards are equal, GRPO's advantages are zero,
+    # and the weights must not move (beta's KL term is zero while policy == reference).
+    assert m["metrics"]["final_reward"] == pytest.approx(1.0)  # language consistency only
+    before = load_file(smoke_run / "cold_sft" / "model" / "model.safetensors")
+    after = load_file(smoke_run / "reasoning_rl" / "model" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_reasoning_rl_follows_a_reward_that_varies(run_copy):
+    import torch
+    from safetensors.torch import load_file
+
+    extra = ("+reasoning_rl.rewards.chars={function: 'conftest:char_length_reward', weight: 1.0}", "eval.after_stage=false")
+    _run_all(run_copy, *extra)
+    m = _manifest(run_copy, "reasoning_rl")
+    assert m["config"]["rewards"]["chars"]["function"] == "conftest:char_length_reward"
+    before = load_file(run_copy / "cold_sft" / "model" / "model.safetensors")
+    after = load_file(run_copy / "reasoning_rl" / "model" / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    logged = (run_copy / "reasoning_rl" / "metrics.jsonl").read_text()
+    assert "rewards/chars/mean" in logged
+
+
+def test_r1_zero_variant_runs_from_base_without_cold_sft(tmp_path):
+    extra = ("run.stages=[base,reasoning_rl]", "reasoning_rl.init=base", "reasoning_rl.rewards.language_consistency=null",
+             "eval.after_stage=false")
+    steps = _run_all(tmp_path / "zero", *extra)
+    assert [(s.stage, s.action) for s in steps] == [("base", "run"), ("reasoning_rl", "run")]
+    m = _manifest(tmp_path / "zero", "reasoning_rl")
+    assert [p["stage"] for p in m["parents"]] == ["base"]
+    assert not (tmp_path / "zero" / "cold_sft").exists()
+    logged = (tmp_path / "zero" / "reasoning_rl" / "metrics.jsonl").read_text()
+    assert "rewards/format/mean" in logged and "language_consistency" not in logged
+
+
+def test_tiny_zero_preset_composes():
+    cfg = config.load(["conf=tiny_zero"])
+    assert runner.recipe(cfg) == ["base", "reasoning_rl"]
+    assert runner.parents_of(cfg, "reasoning_rl") == ("base",)
+    assert [k for k, v in cfg.reasoning_rl.rewards.items() if v is not None] == ["accuracy", "format"]
+
+
+def test_grpo_batch_arithmetic_fails_before_any_model_loads(tmp_path):
+    ov = overrides_for(tmp_path / "r", "reasoning_rl.trainer.num_generations=3")
+    with pytest.raises(R1Error, match="reasoning_rl.trainer: trl.GRPOConfig rejects it: .*divisible"):
+        runner.run_all(config.load(ov), ov)
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_kill_during_grpo_then_rerun_resumes(run_copy):
+    extra = ("reasoning_rl.trainer.max_steps=12", "reasoning_rl.trainer.save_steps=3", "eval.after_stage=false")
+    ov = overrides_for(run_copy, *extra)
+    shutil.rmtree(run_copy / "reasoning_rl")
+    cmd = [sys.executable, "-m", "r1pipe.cli", "run", "--stage", "reasoning_rl", *ov]
+    ckpt = run_copy / "reasoning_rl" / "trainer" / "checkpoint-3" / "trainer_state.json"
+    assert _kill_when(cmd, ckpt), "GRPO never reached a checkpoint"
+    assert runner.states(config.load(ov))["reasoning_rl"].state == "partial"
+    steps = runner.run_all(config.load(ov), ov)
+    assert [(s.stage, s.action) for s in steps][-1] == ("reasoning_rl", "resume")
+    m = _manifest(run_copy, "reasoning_rl")
+    assert m["resumed"] and m["metrics"]["resumed_from_step"] >= 3 and m["metrics"]["global_step"] == 12
+    logged = [json.loads(l)["step"] for l in (run_copy / "reasoning_rl" / "metrics.jsonl").read_text().splitlines()
+              if "reward" in json.loads(l)]
+    assert logged == list(range(1, 13))

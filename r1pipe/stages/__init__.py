@@ -1,23 +1,19 @@
-"""The stage graph. Each stage is one module here, named as in the paper, declaring NAME, PARENTS, OUTPUTS
-and `run(ctx)`. Modules import torch/TRL inside `run`, so reading the graph stays cheap for the CLI.
+"""The stage graph. Each stage is one module here, named as in the paper, declaring NAME, OUTPUTS, `run(ctx)`
+and its parents: a PARENTS tuple, or `parents(config)` where the config picks them (reasoning_rl starts from
+cold_sft, or from base in R1-Zero). Modules import torch/TRL inside `run`, so reading the graph stays cheap.
 
     base ──> cold_sft ──> reasoning_rl ──> rejection_sampling ──> second_sft ──> alignment_rl ──> distill
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-from functools import cache
-from importlib.util import find_spec
-from pathlib import Path
 from types import ModuleType
 
-from r1pipe import __version__
 from r1pipe.errors import R1Error
 
 # Topological order: run-all walks it front to back.
-ORDER = ["base", "cold_sft"]
+ORDER = ["base", "cold_sft", "reasoning_rl"]
 
 
 def module(name: str) -> ModuleType:
@@ -26,21 +22,17 @@ def module(name: str) -> ModuleType:
     return importlib.import_module(f"r1pipe.stages.{name}")
 
 
-def parents(name: str) -> tuple[str, ...]:
-    return tuple(module(name).PARENTS)
+def parents(name: str, config: dict | None = None) -> tuple[str, ...]:
+    """The stages `name` reads, given its resolved config (None: the module's defaults)."""
+    mod = module(name)
+    if hasattr(mod, "parents"):
+        return tuple(mod.parents(config or {}))
+    return tuple(mod.PARENTS)
 
 
-def descendants(name: str) -> list[str]:
-    out: list[str] = []
-    for s in ORDER:
-        if any(p == name or p in out for p in parents(s)):
-            out.append(s)
-    return out
-
-
-@cache
 def code_version(name: str) -> str:
-    """Hash of the stage's source and r1pipe's version: editing a stage makes its outputs stale."""
-    spec = find_spec(f"r1pipe.stages.{name}")
-    source = Path(spec.origin).read_bytes() if spec and spec.origin else b""
-    return hashlib.sha256(source + __version__.encode()).hexdigest()[:16]
+    """The stage's VERSION: bumped by hand when a change alters what the stage computes.
+
+    Deliberately not a hash of the source: a comment or a refactor must not retrain every model of every run
+    (the manifest records the git commit for the exact code)."""
+    return f"{name}/v{module(name).VERSION}"

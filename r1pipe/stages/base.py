@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 NAME = "base"
+VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 PARENTS: tuple[str, ...] = ()
 OUTPUTS = ("model",)
 

@@ -10,9 +10,11 @@ checkpoint after an interruption. The trainer: block is trl.SFTConfig, field for
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 NAME = "cold_sft"
+VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 PARENTS = ("base",)
 OUTPUTS = ("model",)
 
@@ -20,9 +22,9 @@ OUTPUTS = ("model",)
 def validate(cfg: dict[str, Any]) -> None:
     from trl import SFTConfig
 
-    from r1pipe.config import check_trainer_block
+    from r1pipe.training import trl_config
 
-    check_trainer_block(NAME, cfg.get("trainer") or {}, SFTConfig)
+    trl_config(SFTConfig, NAME, cfg, Path("unused"), seed=0)  # builds it: TRL's own checks run too
 
 
 def run(ctx) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+"""reasoning_rl: GRPO with rule-based rewards (DeepSeek-R1 §2.2-2.3, GRPO from DeepSeekMath §4.1).
+
+    r1pipe run --stage reasoning_rl conf=tiny          # from cold_sft
+    r1pipe run-all conf=tiny_zero                      # R1-Zero: straight from base
+
+For each prompt TRL's GRPOTrainer samples a group of `num_generations` completions, scores them with the
+configured rewards (accuracy + format + language consistency, summed with their weights), and pushes up the
+completions that beat their group's mean. No value model, no neural reward (R1: reward hacking).
+
+Optionally (`difficulty_filter`) the starting model first samples each prompt k times; prompts it always or
+never solves are dropped, since a group whose rewards are all equal has zero advantage and teaches nothing.
+The trainer: block is trl.GRPOConfig, field for field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+NAME = "reasoning_rl"
+VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
+OUTPUTS = ("model",)
+
+
+def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
+    return (cfg.get("init") or "cold_sft",)
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    from trl import GRPOConfig
+
+    from r1pipe import rewards, training
+
+    training.trl_config(GRPOConfig, NAME, _trainer_block(cfg), Path("unused"), seed=0)
+    rewards.build(cfg["rewards"])
+
+
+def _trainer_block(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The stage config with reward weights moved into trainer.reward_weights, where TRL reads them."""
+    from r1pipe.errors import R1Error
+
+    trainer = dict(cfg.get("trainer") or {})
+    if "reward_weights" in trainer:
+        raise R1Error(f"{NAME}.trainer.reward_weights is set from rewards.<name>.weight", hint="set the weights there")
+    trainer["reward_weights"] = [float(p.get("weight", 1.0)) for p in cfg["rewards"].values() if p is not None]
+    return {**cfg, "trainer": trainer}
+
+
+def run(ctx) -> dict[str, Any]:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from r1pipe import data, models, rewards, training
+
+    cfg = ctx.config
+    init = parents(cfg)[0]
+    init_dir = ctx.parent_output(init, "model")
+    args = training.trl_config(GRPOConfig, NAME, _trainer_block(cfg), ctx.trainer_dir, ctx.seed)
+    reward_funcs, _ = rewards.build(cfg["rewards"])
+    rows = data.load_rows(cfg["data"], need=("prompt", "answer"))
+
+    tokenizer = models.load_tokenizer(init_dir)
+    model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"))
+
+    filter_stats: dict[str, Any] = {"enabled": False}
+    if cfg["difficulty_filter"]["enabled"]:
+        rows, filter_stats = _difficulty_filter(ctx, model, tokenizer, rows, cfg)
+
+    dataset = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"], "verifier": cfg["verifier"]}
+         for r in rows]
+    )
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset, processing_class=tokenizer
+    )
+    trainer.add_callback(_samples_callback(trainer, ctx.dir / "samples.jsonl", cfg["log_samples"]))
+    metrics = training.train(trainer, ctx.metrics_path)
+
+    card = training.model_card(
+        NAME, ctx.parent_manifests, cfg,
+        f"GRPO from `{init}` on {len(rows)} prompts with rewards {', '.join(f.__name__ for f in reward_funcs)}.",
+    )
+    training.save_model(trainer.model, tokenizer, ctx.output("model"), card)
+    return {**metrics, "prompts": len(rows), "difficulty_filter": filter_stats, **_last_logged(ctx.metrics_path)}
+
+
+def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
+    """Keep prompts the starting model solves sometimes but not always (cached on disk for resume)."""
+    from r1pipe.generation import Sampling, generate
+    from r1pipe.rewards import is_correct
+
+    f = cfg["difficulty_filter"]
+    cache = ctx.dir / "difficulty.jsonl"
+    if cache.exists() and ctx.resume:
+        rates = [json.loads(line)["pass_rate"] for line in cache.read_text().splitlines()]
+    else:
+        sampling = Sampling(
+            n=f["k"], temperature=f["temperature"], top_p=1.0, max_new_tokens=f["max_new_tokens"],
+            batch_size=f["batch_size"], seed=ctx.seed,
+        )
+        outs = generate(model, tokenizer, [r["prompt"] for r in rows], sampling, desc="difficulty filter")
+        rates = [sum(is_correct(c, r["answer"], cfg["verifier"]) for c in o) / len(o) for r, o in zip(rows, outs)]
+        with open(cache, "w") as fh:
+            for r, rate in zip(rows, rates):
+                fh.write(json.dumps({"prompt": r["prompt"], "pass_rate": rate}) + "\n")
+    kept = [r for r, rate in zip(rows, rates) if f["min_pass_rate"] < rate < f["max_pass_rate"]]
+    stats = {
+        "enabled": True,
+        "k": f["k"],
+        "prompts_in": len(rows),
+        "kept": len(kept),
+        "dropped_always_solved": sum(rate >= f["max_pass_rate"] for rate in rates),
+        "dropped_never_solved": sum(rate <= f["min_pass_rate"] for rate in rates),
+        "mean_pass_rate": sum(rates) / len(rates),
+    }
+    if not kept:
+        from r1pipe.errors import R1Error
+
+        raise R1Error(
+            f"{NAME}: the difficulty filter dropped all {len(rows)} prompts (mean pass rate {stats['mean_pass_rate']:.2f})",
+            hint="disable it (reasoning_rl.difficulty_filter.enabled=false) or start from a better model",
+        )
+    return kept, stats
+
+
+def _samples_callback(trainer, path: Path, every: int):
+    """Every `every` logging steps, append a few of the latest completions with their rewards to samples.jsonl,
+    so a user can read what the policy writes. Reads GRPOTrainer's own completion log."""
+    from transformers import TrainerCallback
+
+    class Samples(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs_ = getattr(trainer, "_logs", None)
+            if not every or not logs_ or not state.is_world_process_zero or state.global_step % every:
+                return
+            prompts, completions = list(logs_["prompt"])[-4:], list(logs_["completion"])[-4:]
+            rewards = {k: list(v)[-4:] for k, v in logs_["rewards"].items()}
+            with open(path, "a") as f:
+                for i, (p, c) in enumerate(zip(prompts, completions)):
+                    rec = {"step": state.global_step, "prompt": _text(p), "completion": _text(c),
+                           "rewards": {k: v[i] for k, v in rewards.items() if i < len(v)}}
+                    f.write(json.dumps(rec) + "\n")
+
+    return Samples()
+
+
+def _text(x) -> str:
+    from r1pipe.rewards import completion_text
+
+    return completion_text(x)
+
+
+def _last_logged(metrics_path: Path) -> dict[str, Any]:
+    """Means over the last 10 logged steps of the signals a user watches: reward, accuracy, length, KL."""
+    if not metrics_path.exists():
+        return {}
+    lines = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    lines = [r for r in lines if "reward" in r][-10:]
+    keys = ("reward", "rewards/accuracy/mean", "rewards/format/mean", "completions/mean_length", "kl")
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in lines if isinstance(r.get(k), (int, float))]
+        if vals:
+            out[f"final_{k.replace('/', '_')}"] = sum(vals) / len(vals)
+    return out
