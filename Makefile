@@ -23,8 +23,11 @@ test: install
 test-slow: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m slow
 
+# The tiny recipe, then R1-Zero on the same tiny base (runs end to end; learns nothing from random weights).
 pipeline: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(R1PIPE) run-all conf=$(CONF)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(R1PIPE) run-all conf=tiny_zero
+	$(R1PIPE) status conf=tiny_zero
 	$(R1PIPE) status conf=$(CONF)
 
 clean:

@@ -96,7 +96,7 @@ def _print_status(cfg, only: list[str] | None = None) -> None:
 
     table = Table(title=f"r1pipe run {config_mod.run_dir(cfg)}")
     for col in ("stage", "state", "fingerprint", "key metric", "duration", "note"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("stage", "state", "fingerprint"))
     colors = {"complete": "green", "stale": "yellow", "partial": "cyan", "missing": "dim"}
     for name, s in runner.states(cfg).items():
         if only and name not in only:
@@ -116,6 +116,8 @@ def _key_metric(m: dict) -> str:
         parts.append(f"greedy {100 * ev['greedy_accuracy']:.1f}%")
     if "pass@1" in ev:
         parts.append(f"pass@1 {100 * ev['pass@1']:.1f}%")
+    if "acceptance_rate" in metrics:
+        parts.append(f"{metrics['rows']} rows, {100 * metrics['acceptance_rate']:.0f}% accepted")
     if not parts and "train_loss" in metrics:
         parts.append(f"loss {metrics['train_loss']:.3f}")
     if not parts and "parameters" in metrics:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from r1pipe.errors import R1Error
-from r1pipe.tasks import arithmetic
+from r1pipe.tasks import arithmetic, smalltalk
 
 NORMALIZED = ("prompt", "answer", "solution")
 
@@ -45,8 +45,12 @@ def load_rows(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, s
 
 
 def _builtin(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, str]]:
+    if source["builtin"] == smalltalk.NAME:
+        return list(smalltalk.records(int(source["size"]), int(source["seed"])))
     if source["builtin"] != arithmetic.NAME:
-        raise R1Error(f"unknown builtin task {source['builtin']!r}", hint=f"builtins: {arithmetic.NAME}")
+        raise R1Error(
+            f"unknown builtin task {source['builtin']!r}", hint=f"builtins: {arithmetic.NAME}, {smalltalk.NAME}"
+        )
     exclude: list[tuple[int, int]] = []
     if source.get("exclude"):
         ex = source["exclude"]

@@ -6,6 +6,7 @@ are sorted by length so each batch pads little, and the results come back in the
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 
@@ -53,10 +54,7 @@ def generate(model, tokenizer, user_turns: list[str], sampling: Sampling, desc: 
     columns = [TextColumn(desc), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
     with Progress(*columns, transient=True) as progress, torch.inference_mode():
         task = progress.add_task(desc, total=len(texts) * sampling.n, rate="")
-        done = 0
-        import time
-
-        t0 = time.time()
+        done, t0 = 0, time.time()
         for start in range(0, len(order), per_batch):
             idx = order[start : start + per_batch]
             enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
@@ -69,3 +67,95 @@ def generate(model, tokenizer, user_turns: list[str], sampling: Sampling, desc: 
             progress.update(task, completed=done, rate=f"{done / max(time.time() - t0, 1e-9):.0f} samples/s")
     model.train(was_training)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Engines and resumable, sharded generation (rejection sampling, distillation traces).
+
+
+def make_engine(model_dir, backend: str = "transformers", dtype: str = "float32", trust_remote_code: bool = False):
+    """A callable (user_turns, sampling) -> completions for the chosen backend: "transformers" (CPU or GPU) or
+    "vllm" (GPU, optional extra)."""
+    from r1pipe.errors import R1Error
+
+    if backend == "transformers":
+        from r1pipe.models import load_causal_lm, load_tokenizer
+
+        tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+        model = load_causal_lm(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                model = model.to("cuda")
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+        return lambda turns, sampling: generate(model, tok, turns, sampling)
+    if backend == "vllm":
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError as e:
+            raise R1Error(
+                "generation backend vllm was asked for, but vLLM is not installed",
+                hint="pip install 'r1pipe[vllm]' on a GPU machine, or set backend: transformers",
+            ) from e
+        from r1pipe.models import load_tokenizer
+
+        tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+        llm = LLM(model=str(model_dir), dtype=dtype, trust_remote_code=trust_remote_code)
+        eos = tok.convert_tokens_to_ids(tok.eos_token)
+
+        def run(turns, sampling):
+            params = SamplingParams(
+                n=sampling.n,
+                temperature=max(sampling.temperature, 0.0),
+                top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+                max_tokens=sampling.max_new_tokens,
+                seed=sampling.seed,
+                stop_token_ids=[eos],
+                skip_special_tokens=True,
+            )
+            outs = llm.generate(chat_prompts(tok, turns), params, use_tqdm=True)
+            return [[o.text for o in out.outputs] for out in outs]
+
+        return run
+    raise R1Error(f"unknown generation backend {backend!r}", hint="use transformers or vllm")
+
+
+def generate_sharded(engine, user_turns: list[str], sampling: Sampling, shard_dir, shard_size: int, log=None):
+    """Generate in shards of `shard_size` prompts, each saved as it finishes (write, then rename). A rerun
+    loads the shards on disk and generates only the rest; shard i is seeded with seed + i, so an interrupted
+    run produces exactly what an uninterrupted one would."""
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    n_shards = max(1, -(-len(user_turns) // shard_size))
+    on_disk = sum((shard_dir / f"shard-{i:05d}.jsonl").exists() for i in range(n_shards))
+    if log and on_disk:
+        log.info("generation: %d of %d shards already on disk, generating the rest", on_disk, n_shards)
+    out: list[list[str]] = []
+    t0, generated = time.time(), 0
+    for i in range(n_shards):
+        path = shard_dir / f"shard-{i:05d}.jsonl"
+        chunk = user_turns[i * shard_size : (i + 1) * shard_size]
+        if path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            if [r["prompt"] for r in rows] != chunk:
+                raise RuntimeError(f"{path} holds other prompts than this run's; delete {shard_dir} and rerun")
+            out.extend(r["completions"] for r in rows)
+            continue
+        completions = engine(chunk, replace(sampling, seed=sampling.seed + i))
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            for prompt, comps in zip(chunk, completions):
+                f.write(json.dumps({"prompt": prompt, "completions": comps}) + "\n")
+        tmp.replace(path)
+        out.extend(completions)
+        generated += len(chunk) * sampling.n
+        if log:
+            rate = generated / max(time.time() - t0, 1e-9)
+            log.info("generation: shard %d/%d done (%.0f samples/s)", i + 1, n_shards, rate)
+    return out, generated / max(time.time() - t0, 1e-9) if generated else None

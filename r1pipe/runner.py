@@ -41,11 +41,13 @@ class StageContext:
     resume: bool
     outputs: dict[str, str] = field(default_factory=dict)
 
-    def output(self, key: str) -> Path:
-        """A path to write output `key` to; the runner moves it to `<stage>/<key>` once the stage succeeds."""
-        path = self.dir / mf.STAGING / key
+    def output(self, key: str, name: str | None = None) -> Path:
+        """A path to write output `key` to (a directory or a file called `name`, default `key`); the runner
+        moves it to `<stage>/<name>` once the stage succeeds."""
+        name = name or key
+        path = self.dir / mf.STAGING / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.outputs[key] = key
+        self.outputs[key] = name
         return path
 
     def parent_output(self, stage: str, key: str) -> Path:
@@ -102,7 +104,7 @@ def _has_progress(stage_dir: Path) -> bool:
     trainer = stage_dir / "trainer"
     if trainer.is_dir() and any((c / "trainer_state.json").exists() for c in trainer.glob("checkpoint-*")):
         return True
-    return any((stage_dir / mf.STAGING).glob("**/shard-*.done"))
+    return any((stage_dir / "shards").glob("shard-*.jsonl"))
 
 
 @dataclass
@@ -147,6 +149,10 @@ def validate(cfg, names: list[str]) -> None:
 
 def run_stage(cfg, name: str, overrides: list[str], force: bool = False) -> dict[str, Any]:
     """Run one stage whose parents are complete. Returns its manifest (the existing one when skipped)."""
+    return _run_stage(cfg, name, overrides, force)[0]
+
+
+def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[str, Any], bool]:
     root = config_mod.run_dir(cfg)
     with RunLock(root):
         st = states(cfg)
@@ -164,9 +170,9 @@ def run_stage(cfg, name: str, overrides: list[str], force: bool = False) -> dict
         s = st[name]
         if s.complete and not force:
             log.info("%s: complete, skipped (fingerprint %s)", name, s.expected[:12])
-            return s.manifest
+            return s.manifest, False
         validate(cfg, [name])
-        return _execute(cfg, name, s, resume=(s.state == "partial" and not force))
+        return _execute(cfg, name, s, resume=(s.state == "partial" and not force)), True
 
 
 def _execute(cfg, name: str, s: mf.StageState, resume: bool) -> dict[str, Any]:
@@ -201,7 +207,7 @@ def _execute(cfg, name: str, s: mf.StageState, resume: bool) -> dict[str, Any]:
         final = stage_dir / rel
         if final.exists():
             shutil.rmtree(final) if final.is_dir() else final.unlink()
-        (stage_dir / mf.STAGING / key).rename(final)
+        (stage_dir / mf.STAGING / rel).rename(final)
         hashes[key] = mf.hash_path(final)
     shutil.rmtree(stage_dir / mf.STAGING, ignore_errors=True)
 
@@ -240,14 +246,17 @@ def run_all(
     with RunLock(config_mod.run_dir(cfg)):  # held across stages so no other writer slips in between
         steps = plan(cfg, targets, force=force)
         validate(cfg, [s.stage for s in steps if s.action != "skip"])
+        done = []
         for step in steps:
             if step.action == "skip":
                 log.info("%s: complete, skipped", step.stage)
+                done.append(step)
                 continue
             # No force for a "rerun" planned because a parent ran: if the parent's new outputs are
             # byte-identical, the child's fingerprint still matches and it is rightly skipped.
-            run_stage(cfg, step.stage, overrides, force=force)
-    return steps
+            _, ran = _run_stage(cfg, step.stage, overrides, force=force)
+            done.append(step if ran else Step(step.stage, "skip", "parents' outputs are byte-identical"))
+    return done
 
 
 def select(cfg, start: str | None, stop: str | None) -> list[str]:

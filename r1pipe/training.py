@@ -112,3 +112,20 @@ def model_card(stage: str, parents: dict[str, dict[str, Any]], config: dict[str,
 def _first(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def sft(ctx, stage: str, init: str, dataset, summary: str) -> dict[str, Any]:
+    """SFT of `init`'s model on a conversational `messages` dataset with trl.SFTTrainer: what cold_sft,
+    second_sft and distill share. Resumes from the last checkpoint; saves the model to the `model` output."""
+    from trl import SFTConfig, SFTTrainer
+
+    from r1pipe import models
+
+    init_dir = ctx.parent_output(init, "model")
+    args = trl_config(SFTConfig, stage, ctx.config, ctx.trainer_dir, ctx.seed)
+    tokenizer = models.load_tokenizer(init_dir)
+    model = models.load_causal_lm(init_dir, dtype=ctx.config.get("dtype", "float32"))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    metrics = train(trainer, ctx.metrics_path)
+    save_model(trainer.model, tokenizer, ctx.output("model"), model_card(stage, ctx.parent_manifests, ctx.config, summary))
+    return {**metrics, "examples": len(dataset)}

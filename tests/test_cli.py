@@ -39,7 +39,8 @@ def test_quick_commands_never_import_torch(smoke_run, args):
 
 def test_status_shows_every_stage_and_state(smoke_run):
     stdout, _ = _probe("status", *overrides_for(smoke_run))
-    assert all(s in stdout for s in ("base", "cold_sft", "reasoning_rl")) and stdout.count("complete") == 3
+    assert all(s in stdout for s in ("base", "cold_sft", "reasoning_rl", "rejection_sampling", "second_sft"))
+    assert stdout.count("complete") == 5
 
 
 def _cli(*args):

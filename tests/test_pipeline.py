@@ -16,6 +16,9 @@ from r1pipe import config, runner
 from r1pipe.errors import R1Error
 
 
+ALL = ("base", "cold_sft", "reasoning_rl", "rejection_sampling", "second_sft")
+
+
 def _run_all(run_dir, *extra, **kw):
     ov = overrides_for(run_dir, *extra)
     return runner.run_all(config.load(ov), ov, **kw)
@@ -81,17 +84,17 @@ def test_cold_sft_changed_the_weights_and_loads_with_plain_transformers(smoke_ru
 
 
 def test_same_command_again_trains_nothing(run_copy):
-    before = {s: (run_copy / s / "manifest.json").stat().st_mtime_ns for s in ("base", "cold_sft", "reasoning_rl")}
+    before = {s: (run_copy / s / "manifest.json").stat().st_mtime_ns for s in ALL}
     steps = _run_all(run_copy)
-    assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "skip"), ("reasoning_rl", "skip")]
+    assert [(s.stage, s.action) for s in steps] == [(s, "skip") for s in ALL]
     assert {s: (run_copy / s / "manifest.json").stat().st_mtime_ns for s in before} == before
 
 
-def test_changing_learning_rate_reruns_cold_sft_only(run_copy):
+def test_changing_learning_rate_reruns_cold_sft_and_downstream_only(run_copy):
     base_before = _manifest(run_copy, "base")
     cold_before = _manifest(run_copy, "cold_sft")
     steps = _run_all(run_copy, "cold_sft.trainer.learning_rate=5e-4")
-    assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "rerun"), ("reasoning_rl", "rerun")]
+    assert [(s.stage, s.action) for s in steps] == [("base", "skip")] + [(s, "rerun") for s in ALL[1:]]
     assert _manifest(run_copy, "base") == base_before
     cold_after = _manifest(run_copy, "cold_sft")
     assert cold_after["fingerprint"] != cold_before["fingerprint"]
@@ -217,10 +220,22 @@ def test_kill_during_grpo_then_rerun_resumes(run_copy):
     ckpt = run_copy / "reasoning_rl" / "trainer" / "checkpoint-3" / "trainer_state.json"
     assert _kill_when(cmd, ckpt), "GRPO never reached a checkpoint"
     assert runner.states(config.load(ov))["reasoning_rl"].state == "partial"
-    steps = runner.run_all(config.load(ov), ov)
+    steps = runner.run_all(config.load(ov), ov, stop="reasoning_rl")
     assert [(s.stage, s.action) for s in steps][-1] == ("reasoning_rl", "resume")
     m = _manifest(run_copy, "reasoning_rl")
     assert m["resumed"] and m["metrics"]["resumed_from_step"] >= 3 and m["metrics"]["global_step"] == 12
     logged = [json.loads(l)["step"] for l in (run_copy / "reasoning_rl" / "metrics.jsonl").read_text().splitlines()
               if "reward" in json.loads(l)]
     assert logged == list(range(1, 13))
+
+
+def test_eval_numbers_recompute_exactly_from_saved_samples(smoke_run):
+    from r1pipe.evaluation import summarize
+
+    stage = smoke_run / "cold_sft"
+    saved = json.loads((stage / "eval.json").read_text())
+    samples = [json.loads(l) for l in (stage / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 16 and all(len(s["samples"]) == 2 for s in samples)
+    again = summarize(samples, "integer")
+    assert again == {k: v for k, v in saved.items() if k not in ("seconds", "settings")}
+    assert _manifest(smoke_run, "cold_sft")["eval"] == saved

@@ -13,7 +13,7 @@ from types import ModuleType
 from r1pipe.errors import R1Error
 
 # Topological order: run-all walks it front to back.
-ORDER = ["base", "cold_sft", "reasoning_rl"]
+ORDER = ["base", "cold_sft", "reasoning_rl", "rejection_sampling", "second_sft"]
 
 
 def module(name: str) -> ModuleType:

@@ -29,23 +29,10 @@ def validate(cfg: dict[str, Any]) -> None:
 
 def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
 
-    from r1pipe import data, models, training
+    from r1pipe import data, training
 
-    cfg = ctx.config
-    base_dir = ctx.parent_output("base", "model")
-    args = training.trl_config(SFTConfig, NAME, cfg, ctx.trainer_dir, ctx.seed)
-    rows = data.load_rows(cfg["data"], need=("prompt", "solution"))
+    rows = data.load_rows(ctx.config["data"], need=("prompt", "solution"))
     dataset = Dataset.from_list([{"messages": m["messages"]} for m in data.sft_messages(rows)])
-
-    tokenizer = models.load_tokenizer(base_dir)
-    model = models.load_causal_lm(base_dir, dtype=cfg.get("dtype", "float32"))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    metrics = training.train(trainer, ctx.metrics_path)
-
-    card = training.model_card(
-        NAME, ctx.parent_manifests, cfg, f"Cold-start SFT of the base model on {len(rows)} chain-of-thought examples."
-    )
-    training.save_model(trainer.model, tokenizer, ctx.output("model"), card)
-    return {**metrics, "examples": len(rows)}
+    summary = f"Cold-start SFT of the base model on {len(rows)} chain-of-thought examples."
+    return training.sft(ctx, NAME, "base", dataset, summary)
