@@ -32,3 +32,6 @@ pipeline: install
 
 clean:
 	rm -rf runs outputs .pytest_cache
+
+bench: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) bench/bench.py

@@ -94,10 +94,8 @@ def status(overrides: Overrides = None):
 def _print_status(cfg, only: list[str] | None = None) -> None:
     from r1pipe import runner
 
-    table = Table(title=f"r1pipe run {config_mod.run_dir(cfg)}")
-    for col in ("stage", "state", "fingerprint", "key metric", "duration", "note"):
-        table.add_column(col, no_wrap=col in ("stage", "state", "fingerprint"))
     colors = {"complete": "green", "stale": "yellow", "partial": "cyan", "missing": "dim"}
+    rows = []
     for name, s in runner.states(cfg).items():
         if only and name not in only:
             continue
@@ -105,7 +103,15 @@ def _print_status(cfg, only: list[str] | None = None) -> None:
         fp = (m.get("fingerprint") or s.expected or "")[:12]
         dur = f"{m['duration_s']:.0f}s" if "duration_s" in m else ""
         note = "" if s.state == "complete" else s.reason
-        table.add_row(name, f"[{colors[s.state]}]{s.state}[/]", fp, _key_metric(m), dur, note)
+        rows.append((name, f"[{colors[s.state]}]{s.state}[/]", fp, _key_metric(m), dur, note))
+    cols = ["stage", "state", "fingerprint", "key metric", "time", "note"]
+    if not any(r[-1] for r in rows):  # all complete: no notes, more room for metrics
+        cols, rows = cols[:-1], [r[:-1] for r in rows]
+    table = Table(title=f"r1pipe run {config_mod.run_dir(cfg)}")
+    for col in cols:
+        table.add_column(col, no_wrap=col != "note")
+    for r in rows:
+        table.add_row(*r)
     console.print(table)
 
 
@@ -117,12 +123,12 @@ def _key_metric(m: dict) -> str:
     if "pass@1" in ev:
         parts.append(f"pass@1 {100 * ev['pass@1']:.1f}%")
     if "acceptance_rate" in metrics:
-        parts.append(f"{metrics['rows']} rows, {100 * metrics['acceptance_rate']:.0f}% accepted")
+        parts.append(f"{metrics['rows']} rows ({100 * metrics['acceptance_rate']:.0f}% kept)")
     if not parts and "train_loss" in metrics:
         parts.append(f"loss {metrics['train_loss']:.3f}")
     if not parts and "parameters" in metrics:
         parts.append(f"{metrics['parameters'] / 1e6:.2f}M params")
-    return ", ".join(parts)
+    return " ".join(parts)
 
 
 @app.command()

@@ -67,6 +67,31 @@ def summarize(samples: list[dict[str, Any]], verifier: str) -> dict[str, Any]:
     return out
 
 
+def paired_difference(before: list[dict[str, Any]], after: list[dict[str, Any]], verifier: str) -> dict[str, Any]:
+    """after - before on the same problems, with the paired standard error (far tighter than comparing two
+    independent standard errors, since both models see the same 500 problems)."""
+    if [s["prompt"] for s in before] != [s["prompt"] for s in after]:
+        return {}
+    out: dict[str, Any] = {}
+    if before[0].get("greedy") is not None and after[0].get("greedy") is not None:
+        d = [float(rewards.is_correct(y["greedy"], y["answer"], verifier)) - float(rewards.is_correct(x["greedy"], x["answer"], verifier))
+             for x, y in zip(before, after)]
+        out["greedy_accuracy_diff"], out["greedy_accuracy_diff_se"] = mean_se(d)
+    if before[0].get("samples") and after[0].get("samples"):
+        def p1(s):
+            return sum(rewards.is_correct(c, s["answer"], verifier) for c in s["samples"]) / len(s["samples"])
+
+        out["pass@1_diff"], out["pass@1_diff_se"] = mean_se([p1(y) - p1(x) for x, y in zip(before, after)])
+    return out
+
+
+def read_samples(stage_dir: Path) -> list[dict[str, Any]] | None:
+    path = stage_dir / SAMPLES
+    if not path.exists():
+        return None
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def evaluate_model(model_dir: Path, rows: list[dict[str, str]], settings: dict[str, Any]) -> tuple[dict, list]:
     """Generate greedy and sampled answers for `rows` and score them. Returns (metrics, samples)."""
     from r1pipe.generation import Sampling, generate
@@ -107,5 +132,12 @@ def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, 
     with open(stage_dir / SAMPLES, "w") as f:
         for s in samples:
             f.write(json.dumps(s) + "\n")
+    # Against each evaluated parent, on the same problems: did this stage move the numbers?
+    for parent in manifest.get("parents", []):
+        before = read_samples(stage_dir.parent / parent["stage"])
+        if before:
+            diff = paired_difference(before, samples, settings["verifier"])
+            if diff:
+                metrics[f"vs_{parent['stage']}"] = diff
     write_json_atomic(stage_dir / EVAL_JSON, metrics)
     return metrics

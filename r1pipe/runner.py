@@ -71,6 +71,9 @@ def recipe(cfg) -> list[str]:
     for name in chosen:
         stages.module(name)  # unknown names fail here, with the list of stages
         for p in parents_of(cfg, name):
+            stages.module(p)
+            if stages.ORDER.index(p) >= stages.ORDER.index(name):
+                raise R1Error(f"stage {name} cannot read {p}: it comes later in the graph", hint="check its init:")
             if p not in chosen:
                 raise R1Error(f"stage {name} reads {p}, which run.stages leaves out", hint=f"add {p} to run.stages")
     return [s for s in stages.ORDER if s in chosen]

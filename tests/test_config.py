@@ -50,3 +50,14 @@ def test_trainer_block_is_checked_against_trl():
         config.check_trainer_block("cold_sft", {"output_dir": "/tmp"}, SFTConfig)
     with pytest.raises(R1Error, match="not a field of trl.GRPOConfig"):
         config.check_trainer_block("reasoning_rl", {"packing": True}, GRPOConfig)
+
+
+def test_a_stage_cannot_start_from_a_later_or_unknown_stage():
+    from r1pipe import runner
+
+    with pytest.raises(R1Error, match="reasoning_rl cannot read second_sft: it comes later"):
+        runner.recipe(config.load(["conf=smoke", "reasoning_rl.init=second_sft"]))
+    with pytest.raises(R1Error, match="unknown stage 'cold'"):
+        runner.recipe(config.load(["conf=smoke", "reasoning_rl.init=cold"]))
+    with pytest.raises(R1Error, match="reads cold_sft, which run.stages leaves out"):
+        runner.recipe(config.load(["conf=smoke", "run.stages=[base,reasoning_rl]"]))

@@ -237,5 +237,10 @@ def test_eval_numbers_recompute_exactly_from_saved_samples(smoke_run):
     samples = [json.loads(l) for l in (stage / "eval_samples.jsonl").read_text().splitlines()]
     assert len(samples) == 16 and all(len(s["samples"]) == 2 for s in samples)
     again = summarize(samples, "integer")
-    assert again == {k: v for k, v in saved.items() if k not in ("seconds", "settings")}
+    assert again == {k: v for k, v in saved.items() if k not in ("seconds", "settings") and not k.startswith("vs_")}
+    # the paired comparison with the parent recomputes too
+    from r1pipe.evaluation import paired_difference, read_samples
+
+    rl = json.loads((smoke_run / "reasoning_rl" / "eval.json").read_text())
+    assert rl["vs_cold_sft"] == paired_difference(samples, read_samples(smoke_run / "reasoning_rl"), "integer")
     assert _manifest(smoke_run, "cold_sft")["eval"] == saved

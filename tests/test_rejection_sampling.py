@@ -117,3 +117,27 @@ def test_sharded_generation_keeps_finished_shards_and_matches_a_straight_run(smo
     assert seen == [turns[12:18], turns[18:]]  # only the missing shards were generated
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert resumed == straight
+
+
+def test_kill_mid_generation_then_rerun_keeps_finished_shards(run_copy):
+    import subprocess
+
+    from test_pipeline import _kill_when
+
+    extra = ("rejection_sampling.sampling.shard_size=2", "rejection_sampling.sampling.max_new_tokens=24")
+    ov = overrides_for(run_copy, *extra)
+    shutil.rmtree(run_copy / "rejection_sampling")
+    first = run_copy / "rejection_sampling" / "shards" / "shard-00000.jsonl"
+    cmd = [sys.executable, "-m", "r1pipe.cli", "run", "--stage", "rejection_sampling", *ov]
+    assert _kill_when(cmd, first), "generation never finished a shard"
+    shards = sorted((run_copy / "rejection_sampling" / "shards").glob("shard-*.jsonl"))
+    assert 1 <= len(shards) < 12 and not (run_copy / "rejection_sampling" / "manifest.json").exists()
+    kept = {p: p.stat().st_mtime_ns for p in shards}
+    assert runner.states(config.load(ov))["rejection_sampling"].state == "partial"
+
+    steps = runner.run_all(config.load(ov), ov, start="rejection_sampling", stop="rejection_sampling")
+    assert [(s.stage, s.action) for s in steps] == [("rejection_sampling", "resume")]
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # finished shards were not regenerated
+    assert len(list((run_copy / "rejection_sampling" / "shards").glob("shard-*.jsonl"))) == 12
+    m = json.loads((run_copy / "rejection_sampling" / "manifest.json").read_text())
+    assert m["resumed"] and m["metrics"]["samples"] == 48
