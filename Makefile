@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 R1PIPE := $(VENV)/bin/r1pipe
 CONF   ?= tiny
 
-.PHONY: install test test-slow pipeline bench clean
+.PHONY: install test pipeline bench clean
 
 # The stamp depends on pyproject.toml, so editing dependencies reinstalls. torch is named in the same
 # pip call (pinned in pyproject too) so the resolver never reaches for a CUDA build.
@@ -19,9 +19,6 @@ install: $(VENV)/.installed
 
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
-
-test-slow: install
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m slow
 
 # The tiny recipe, then R1-Zero on the same tiny base (runs end to end; learns nothing from random weights).
 pipeline: install

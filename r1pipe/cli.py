@@ -94,7 +94,7 @@ def status(overrides: Overrides = None):
 def _print_status(cfg, only: list[str] | None = None) -> None:
     from r1pipe import runner
 
-    colors = {"complete": "green", "stale": "yellow", "partial": "cyan", "missing": "dim"}
+    colors = {"complete": "green", "stale": "yellow", "partial": "cyan", "corrupt": "red", "missing": "dim"}
     rows = []
     for name, s in runner.states(cfg).items():
         if only and name not in only:
@@ -209,7 +209,7 @@ def main() -> None:
     except R1Error as e:
         if DEBUG:
             raise
-        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        _print_error(str(e))
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted: finished stages are kept; rerun the same command to resume")
@@ -226,8 +226,15 @@ def main() -> None:
             sys.exit(1)
         if DEBUG:
             raise
-        err.print(f"[bold red]error:[/] {type(e).__name__}: {e} (rerun with --debug for the traceback)", soft_wrap=True)
+        _print_error(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
         sys.exit(1)
+
+
+def _print_error(text: str) -> None:
+    """One line, whatever the exception held; brackets printed as text, never read as rich markup."""
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(' '.join(text.split()))}", highlight=False, soft_wrap=True)
 
 
 def _log_handler() -> logging.Handler:

@@ -16,8 +16,6 @@ from typing import Any
 
 from r1pipe.errors import R1Error
 
-DEFAULT_PRESET = "tiny"
-
 
 def conf_dir() -> Path:
     """The Hydra config directory: $R1PIPE_CONF_DIR, else `conf/` beside the package (editable install)."""
@@ -64,13 +62,6 @@ def _hydra_hint(e: Exception) -> str | None:
     if "Could not find" in text:
         return f"presets live in {conf_dir() / 'conf'}"
     return None
-
-
-def preset_name(overrides: list[str] | tuple[str, ...]) -> str:
-    for o in overrides:
-        if o.startswith("conf="):
-            return o.split("=", 1)[1]
-    return DEFAULT_PRESET
 
 
 def to_plain(node) -> Any:

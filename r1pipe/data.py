@@ -38,7 +38,7 @@ def load_rows(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, s
     else:
         raise R1Error(f"data source {source} names no builtin, path or hub", hint="see conf/task/*.yaml")
     limit = source.get("limit")
-    rows = rows[:limit] if limit else rows
+    rows = rows[: int(limit)] if limit is not None else rows
     if not rows:
         raise R1Error(f"data source {where} has no rows", hint="check the file, split or size")
     return rows
@@ -46,16 +46,22 @@ def load_rows(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, s
 
 def _builtin(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, str]]:
     if source["builtin"] == smalltalk.NAME:
-        return list(smalltalk.records(int(source["size"]), int(source["seed"])))
+        return list(smalltalk.records(int(source.get("size", 1000)), int(source.get("seed", 0))))
     if source["builtin"] != arithmetic.NAME:
         raise R1Error(
             f"unknown builtin task {source['builtin']!r}", hint=f"builtins: {arithmetic.NAME}, {smalltalk.NAME}"
         )
+    for key in ("size", "seed"):
+        if key not in source:
+            raise R1Error(f"builtin data source {source} has no {key}", hint="e.g. {builtin: arithmetic, size: 1000, seed: 1}")
     exclude: list[tuple[int, int]] = []
-    if source.get("exclude"):
-        ex = source["exclude"]
-        exclude = arithmetic.problems(ex["size"], ex["seed"])
-    pairs = arithmetic.problems(int(source["size"]), int(source["seed"]), exclude=exclude)
+    try:
+        if source.get("exclude"):
+            ex = source["exclude"]
+            exclude = arithmetic.problems(ex["size"], ex["seed"])
+        pairs = arithmetic.problems(int(source["size"]), int(source["seed"]), exclude=exclude)
+    except ValueError as e:
+        raise R1Error(str(e), hint="ask for fewer problems") from e
     return list(arithmetic.records(pairs, with_solution="solution" in need))
 
 
@@ -85,8 +91,8 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise R1Error(f"{path}: not valid UTF-8 JSON ({e})") from e
-        if not isinstance(data, list):
-            raise R1Error(f"{path}: expected a JSON list of objects")
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise R1Error(f"{path}: expected a JSON list of objects", hint="or use JSONL, one object per line")
         return data
     if suffix == ".parquet":
         from datasets import Dataset
@@ -115,7 +121,14 @@ def _read_hub(source: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _normalize(raw: list[dict[str, Any]], source: dict[str, Any], need: tuple[str, ...], where: str):
     fields = {k: k for k in NORMALIZED} | dict(source.get("fields") or {})
-    pattern = re.compile(source["answer_pattern"], re.S | re.M) if source.get("answer_pattern") else None
+    pattern = None
+    if source.get("answer_pattern"):
+        try:
+            pattern = re.compile(source["answer_pattern"], re.S | re.M)
+        except re.error as e:
+            raise R1Error(f"{where}: answer_pattern {source['answer_pattern']!r} is not a valid regex ({e})") from e
+        if pattern.groups < 1:
+            raise R1Error(f"{where}: answer_pattern needs one capture group around the answer", hint=r"e.g. '####\s*(.+)$'")
     rows = []
     for i, row in enumerate(raw, 1):
         out = {}

@@ -92,21 +92,21 @@ def read_samples(stage_dir: Path) -> list[dict[str, Any]] | None:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def evaluate_model(model_dir: Path, rows: list[dict[str, str]], settings: dict[str, Any]) -> tuple[dict, list]:
+def evaluate_model(
+    model_dir: Path, rows: list[dict[str, str]], settings: dict[str, Any], trust_remote_code: bool = False
+) -> tuple[dict, list]:
     """Generate greedy and sampled answers for `rows` and score them. Returns (metrics, samples)."""
-    from r1pipe.generation import Sampling, generate
-    from r1pipe.models import load_causal_lm, load_tokenizer
+    from r1pipe.generation import Sampling, make_engine
 
-    tok = load_tokenizer(model_dir)
-    model = load_causal_lm(model_dir)
+    engine = make_engine(model_dir, backend=settings.get("backend", "transformers"),
+                         dtype=settings.get("dtype", "float32"), trust_remote_code=trust_remote_code)
     prompts = [r["prompt"] for r in rows]
     t0 = time.time()
     common = dict(max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"], seed=settings["seed"])
-    greedy = generate(model, tok, prompts, Sampling(n=1, **common), desc="eval greedy") if settings["greedy"] else None
+    greedy = engine(prompts, Sampling(n=1, **common)) if settings["greedy"] else None
     sampled = None
     if settings["k"] > 0:
-        s = Sampling(n=settings["k"], temperature=settings["temperature"], top_p=settings["top_p"], **common)
-        sampled = generate(model, tok, prompts, s, desc=f"eval pass@1 (k={settings['k']})")
+        sampled = engine(prompts, Sampling(n=settings["k"], temperature=settings["temperature"], top_p=settings["top_p"], **common))
     samples = [
         {
             "prompt": r["prompt"],
@@ -128,10 +128,12 @@ def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, 
 
     settings = to_plain(cfg.eval)
     rows = load_rows(settings["heldout"], need=("prompt", "answer"))
-    metrics, samples = evaluate_model(stage_dir / manifest["outputs"]["model"], rows, settings)
-    with open(stage_dir / SAMPLES, "w") as f:
-        for s in samples:
-            f.write(json.dumps(s) + "\n")
+    metrics, samples = evaluate_model(
+        stage_dir / manifest["outputs"]["model"], rows, settings, trust_remote_code=bool(cfg.get("trust_remote_code"))
+    )
+    tmp = stage_dir / f".{SAMPLES}.tmp"
+    tmp.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    tmp.replace(stage_dir / SAMPLES)  # a reader sees all the samples or the old file, never half
     # Against each evaluated parent, on the same problems: did this stage move the numbers?
     for parent in manifest.get("parents", []):
         before = read_samples(stage_dir.parent / parent["stage"])

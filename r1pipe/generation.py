@@ -144,7 +144,9 @@ def generate_sharded(engine, user_turns: list[str], sampling: Sampling, shard_di
         if path.exists():
             rows = [json.loads(line) for line in path.read_text().splitlines()]
             if [r["prompt"] for r in rows] != chunk:
-                raise RuntimeError(f"{path} holds other prompts than this run's; delete {shard_dir} and rerun")
+                from r1pipe.errors import R1Error
+
+                raise R1Error(f"{path} holds other prompts than this run's", hint=f"delete {shard_dir} and rerun")
             out.extend(r["completions"] for r in rows)
             continue
         completions = engine(chunk, replace(sampling, seed=sampling.seed + i))

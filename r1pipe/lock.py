@@ -1,14 +1,19 @@
-"""One writer per run directory: a lock file holding the owner's PID, taken over when that process is dead."""
+"""One writer per run directory: an exclusive flock on `<run.dir>/.lock`, which holds the owner's PID.
+
+The kernel drops a flock when its process dies, however it dies, so the lock of a killed run is free at once
+(it is "taken over" simply by locking it again); no PID-liveness guessing, no race between two takers.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
 from r1pipe.errors import R1Error
 
 LOCK = ".lock"
-_held: dict[Path, int] = {}  # re-entrant within one process: run-all holds it while run_stage takes it again
+_held: dict[Path, tuple[int, int]] = {}  # path -> (fd, depth): re-entrant, run-all holds it across stages
 
 
 class RunLock:
@@ -17,48 +22,31 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         if self.path in _held:
-            _held[self.path] += 1
+            fd, depth = _held[self.path]
+            _held[self.path] = (fd, depth + 1)
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                pid = _read_pid(self.path)
-                if pid is not None and _alive(pid):
-                    raise R1Error(
-                        f"{self.path.parent} is in use by process {pid}",
-                        hint="wait for it to finish, or stop it; one r1pipe writes to a run directory at a time",
-                    ) from None
-                self.path.unlink(missing_ok=True)  # stale: its owner died without cleaning up
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            _held[self.path] = 1
-            return self
-        raise R1Error(f"could not take the lock {self.path}", hint="remove it if no r1pipe is running")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise R1Error(
+                f"{self.path.parent} is in use by process {holder}",
+                hint="wait for it to finish, or stop it; one r1pipe writes to a run directory at a time",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _held[self.path] = (fd, 1)
+        return self
 
     def __exit__(self, *exc) -> None:
-        _held[self.path] -= 1
-        if _held[self.path] == 0:
-            del _held[self.path]
-            self.path.unlink(missing_ok=True)
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # a lock left by an earlier run in this same process id (e.g. a recycled PID) is stale
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        fd, depth = _held[self.path]
+        if depth > 1:
+            _held[self.path] = (fd, depth - 1)
+            return
+        del _held[self.path]
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -5,6 +5,7 @@ A stage directory holds `manifest.json`, written last and atomically, only on su
 - stale:    a manifest exists but its fingerprint or outputs no longer match (it and its children rerun);
 - partial:  no manifest, but an interrupted attempt with the same fingerprint left trainer checkpoints
             or generation shards (it resumes);
+- corrupt:  its manifest cannot be read (run-all refuses to touch it; --force reruns it);
 - missing:  anything else.
 
 Pure functions over files and dicts; no torch, so `r1pipe status` stays fast.
@@ -30,7 +31,7 @@ STAGING = ".staging"  # outputs are written here and moved into place only after
 
 # Keys that change how a run is watched or stored, never what it computes: excluded from the fingerprint so
 # that, say, logging more often does not retrain a model.
-RUN_ONLY_KEYS = {"eval"}
+RUN_ONLY_KEYS = {"eval", "log_samples"}
 RUN_ONLY_TRAINER_KEYS = {
     "logging_steps", "logging_first_step", "logging_strategy", "logging_dir", "report_to", "run_name",
     "save_steps", "save_strategy", "save_total_limit", "disable_tqdm", "dataloader_num_workers",
@@ -39,12 +40,31 @@ RUN_ONLY_TRAINER_KEYS = {
 
 
 def fingerprint(stage: str, config: dict[str, Any], parents: list[dict[str, Any]], code_version: str) -> str:
-    """sha256 over the stage name, its config minus run-only keys, its parents' lineage and its code."""
+    """sha256 over the stage name, its config minus run-only keys, its parents' lineage, its code, and the
+    size and mtime of every local data file it names (editing a dataset in place reruns what read it)."""
     cfg = {k: v for k, v in config.items() if k not in RUN_ONLY_KEYS}
     if isinstance(cfg.get("trainer"), dict):
         cfg["trainer"] = {k: v for k, v in cfg["trainer"].items() if k not in RUN_ONLY_TRAINER_KEYS}
     payload = {"stage": stage, "config": cfg, "parents": parents, "code": code_version}
+    files = data_file_stamps(cfg)
+    if files:
+        payload["data_files"] = files
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def data_file_stamps(node: Any) -> dict[str, list[int] | None]:
+    """{path: [size, mtime_ns]} for every `path:` data source in a config (None for a missing file)."""
+    out: dict[str, list[int] | None] = {}
+    if isinstance(node, dict):
+        if isinstance(node.get("path"), str):
+            p = Path(node["path"])
+            out[node["path"]] = [p.stat().st_size, p.stat().st_mtime_ns] if p.is_file() else None
+        for v in node.values():
+            out.update(data_file_stamps(v))
+    elif isinstance(node, list):
+        for v in node:
+            out.update(data_file_stamps(v))
+    return out
 
 
 def parent_lineage(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +143,7 @@ def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
 @dataclass
 class StageState:
     stage: str
-    state: str  # complete | stale | partial | missing
+    state: str  # complete | stale | partial | corrupt | missing
     reason: str
     expected: str | None  # fingerprint it should have now (None while a parent is not complete)
     manifest: dict[str, Any] | None
@@ -153,7 +173,10 @@ def outputs_intact(stage_dir: Path, manifest: dict[str, Any], full: bool = False
 def stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full: bool = False) -> StageState:
     """Classify one stage directory. `expected` is the fingerprint it should have (None: a parent is not done)."""
     name = stage_dir.name
-    manifest = read_manifest(stage_dir)
+    try:
+        manifest = read_manifest(stage_dir)
+    except R1Error as e:
+        return StageState(name, "corrupt", str(e), expected, None)
     if manifest is not None:
         if expected is None:
             return StageState(name, "stale", "a parent is not complete", expected, manifest)

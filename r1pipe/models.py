@@ -84,18 +84,52 @@ def build_model(tokenizer, arch: dict[str, Any], seed: int):
     return model
 
 
+def prepare_for_r1(tokenizer, model) -> list[str]:
+    """Make a hub model's tokenizer fit the recipe; returns what was changed (recorded in the manifest).
+
+    - a chat template without {% generation %} markers is replaced by r1pipe's ChatML one (assistant-only
+      loss needs the markers), with <|im_start|>/<|im_end|> added if missing and eos set to end of turn;
+    - pad must differ from eos (else SFT masks the eos out as padding and the model never stops);
+    - the R1 tags become ordinary tokens (GRPO decodes without special tokens; the format reward needs them).
+    New tokens grow the embedding matrix (transformers initialises the new rows at the mean embedding).
+    """
+    changes = []
+    if "{% generation %}" not in (tokenizer.chat_template or ""):
+        missing = [t for t in (BOS_TURN, EOS_TURN) if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+        if missing:
+            tokenizer.add_special_tokens({"additional_special_tokens": missing})
+        tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.eos_token = EOS_TURN
+        changes.append("chat template: r1pipe's ChatML with generation markers, eos = <|im_end|>")
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({"pad_token": PAD if tokenizer.convert_tokens_to_ids(PAD) != tokenizer.eos_token_id else "<|r1pipe_pad|>"})
+        changes.append(f"pad token: {tokenizer.pad_token}")
+    new_tags = [t for t in R1_TAGS if len(tokenizer.encode(t, add_special_tokens=False)) != 1]
+    if new_tags:
+        tokenizer.add_tokens(new_tags, special_tokens=False)
+        changes.append(f"added tokens: {' '.join(new_tags)}")
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+        changes.append(f"embeddings resized to {len(tokenizer)}")
+    eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+    model.config.eos_token_id = model.generation_config.eos_token_id = eos
+    model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
+    tokenizer.padding_side = "left"
+    return changes
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def load_tokenizer(path: str | Path, trust_remote_code: bool = False, revision: str | None = None):
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False, revision: str | None = None, check: bool = True):
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as e:
         raise R1Error(f"cannot load a tokenizer from {path}: {first_line(e)}", hint="check the path or hub id") from e
-    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+    if check and (tok.pad_token is None or tok.pad_token_id == tok.eos_token_id):
         # pad == eos teaches SFT models never to stop (their eos is masked out as padding).
         raise R1Error(
             f"tokenizer at {path} has pad_token == eos_token ({tok.eos_token!r})",
@@ -110,6 +144,8 @@ def load_causal_lm(
     import torch
     from transformers import AutoModelForCausalLM
 
+    if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+        raise R1Error(f"dtype {dtype!r} is not a torch dtype", hint="use float32, bfloat16 or float16")
     try:
         return AutoModelForCausalLM.from_pretrained(
             str(path),

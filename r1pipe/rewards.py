@@ -127,6 +127,8 @@ _SCRIPTS = {
 def language_share(text: str, language: str = "en") -> float:
     """Share of words written in the target language's script (R1's language-consistency reward).
     Text without words is consistent by definition (1.0)."""
+    if language not in _SCRIPTS:
+        raise R1Error(f"no script check for language {language!r}", hint=f"languages: {', '.join(_SCRIPTS)}")
     in_script = _SCRIPTS[language]
     words = _WORD.findall(text)
     if not words:

@@ -39,6 +39,7 @@ class StageContext:
     parent_dirs: dict[str, Path]
     seed: int
     resume: bool
+    trust_remote_code: bool = False
     outputs: dict[str, str] = field(default_factory=dict)
 
     def output(self, key: str, name: str | None = None) -> Path:
@@ -129,6 +130,8 @@ def plan(cfg, targets: list[str], force: bool = False) -> list[Step]:
             steps.append(Step(name, "rerun" if s.manifest else "run", "--force"))
         elif upstream:
             steps.append(Step(name, "rerun" if s.manifest else "run", f"parent {upstream[0]} will run"))
+        elif s.state == "corrupt":
+            raise R1Error(s.reason)  # says which file and to rerun with --force; nothing is touched
         elif s.state == "complete":
             steps.append(Step(name, "skip", "complete, fingerprint matches"))
             continue
@@ -161,6 +164,8 @@ def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[
         st = states(cfg)
         if name not in st:
             raise R1Error(f"stage {name} is not in this recipe's run.stages", hint=f"stages here: {', '.join(st)}")
+        if st[name].state == "corrupt" and not force:
+            raise R1Error(st[name].reason)
         for p in parents_of(cfg, name):
             if not st[p].complete:
                 raise R1Error(
@@ -199,6 +204,7 @@ def _execute(cfg, name: str, s: mf.StageState, resume: bool) -> dict[str, Any]:
         parent_dirs={p: root / p for p in parent_names},
         seed=int(stage_cfg.get("seed", cfg.seed)),
         resume=resume,
+        trust_remote_code=bool(cfg.get("trust_remote_code", False)),
     )
     log.info("%s: %s (fingerprint %s)", name, "resuming" if resume else "running", s.expected[:12])
     started, t0 = _now(), time.time()
@@ -232,13 +238,23 @@ def _execute(cfg, name: str, s: mf.StageState, resume: bool) -> dict[str, Any]:
         "finished_at": _now(),
         "duration_s": round(time.time() - t0, 2),
     }
-    if "model" in ctx.outputs and cfg.eval.after_stage and stage_cfg.get("eval", True):
-        from r1pipe import evaluation
-
-        manifest["eval"] = evaluation.evaluate_stage(cfg, stage_dir, manifest)
     mf.write_json_atomic(stage_dir / mf.MANIFEST, manifest)
     (stage_dir / mf.IN_PROGRESS).unlink(missing_ok=True)
     log.info("%s: complete in %.1fs", name, manifest["duration_s"])
+    # Evaluation comes after the manifest: a failed evaluation never costs a finished stage
+    # (`r1pipe eval --stage NAME` retries it).
+    if "model" in ctx.outputs and cfg.eval.after_stage and stage_cfg.get("eval", True):
+        from r1pipe import evaluation
+
+        try:
+            manifest["eval"] = evaluation.evaluate_stage(cfg, stage_dir, manifest)
+        except Exception as e:  # noqa: BLE001 - reported, and the stage stays complete
+            log.error("%s: evaluation failed (%s); the stage is complete, retry with r1pipe eval --stage %s",
+                      name, " ".join(str(e).split()) or type(e).__name__, name)
+            if log.isEnabledFor(logging.DEBUG):
+                raise
+        else:
+            mf.write_json_atomic(stage_dir / mf.MANIFEST, manifest)
     return manifest
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from r1pipe.config import check_trainer_block
 from r1pipe.errors import R1Error
+from r1pipe.models import first_line
 
 log = logging.getLogger("r1pipe")
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -29,7 +30,7 @@ def trl_config(config_cls: type, stage: str, stage_cfg: dict[str, Any], output_d
     try:
         return config_cls(output_dir=str(output_dir), **block)
     except (ValueError, TypeError) as e:
-        raise R1Error(f"{stage}.trainer: trl.{config_cls.__name__} rejects it: {_first(e)}") from e
+        raise R1Error(f"{stage}.trainer: trl.{config_cls.__name__} rejects it: {first_line(e)}") from e
 
 
 def last_checkpoint(trainer_dir: Path) -> Path | None:
@@ -50,7 +51,9 @@ def train(trainer, metrics_path: Path) -> dict[str, Any]:
     resumed_step = 0
     if ckpt is not None:
         resumed_step = int(_CKPT.match(ckpt.name).group(1))
-        _truncate_metrics(metrics_path, resumed_step)  # lines logged after the checkpoint will be logged again
+        # lines logged after the checkpoint will be logged again (samples.jsonl too, when there is one)
+        for path in (metrics_path, metrics_path.with_name("samples.jsonl")):
+            _truncate_metrics(path, resumed_step)
         log.info("resuming from %s (step %d)", ckpt, resumed_step)
     trainer.add_callback(_metrics_callback(metrics_path))
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
@@ -62,11 +65,24 @@ def train(trainer, metrics_path: Path) -> dict[str, Any]:
     }
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """JSON lines, skipping a torn last line (a process killed mid-append leaves one)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
 
 def _metrics_callback(path: Path):
@@ -109,9 +125,6 @@ def model_card(stage: str, parents: dict[str, dict[str, Any]], config: dict[str,
     )
 
 
-def _first(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def sft(ctx, stage: str, init: str, dataset, summary: str) -> dict[str, Any]:
@@ -123,8 +136,9 @@ def sft(ctx, stage: str, init: str, dataset, summary: str) -> dict[str, Any]:
 
     init_dir = ctx.parent_output(init, "model")
     args = trl_config(SFTConfig, stage, ctx.config, ctx.trainer_dir, ctx.seed)
-    tokenizer = models.load_tokenizer(init_dir)
-    model = models.load_causal_lm(init_dir, dtype=ctx.config.get("dtype", "float32"))
+    remote = ctx.trust_remote_code
+    tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
+    model = models.load_causal_lm(init_dir, dtype=ctx.config.get("dtype", "float32"), trust_remote_code=remote)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     metrics = train(trainer, ctx.metrics_path)
     save_model(trainer.model, tokenizer, ctx.output("model"), model_card(stage, ctx.parent_manifests, ctx.config, summary))

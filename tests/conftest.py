@@ -17,7 +17,7 @@ def overrides_for(run_dir: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """base + cold_sft of the smoke preset, run once for the session; tests that change it take a copy."""
+    """Every stage of the smoke preset, run once for the session; tests that change it take a copy."""
     from r1pipe import config, runner
 
     run_dir = tmp_path_factory.mktemp("session") / "smoke"

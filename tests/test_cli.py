@@ -74,10 +74,10 @@ def test_debug_shows_the_traceback(tmp_path):
 
 def test_dry_run_plans_without_running(smoke_run, tmp_path):
     r = _cli("run-all", "--dry-run", *overrides_for(tmp_path / "new"))
-    assert r.returncode == 0 and "run" in r.stdout and "never completed" in r.stdout
+    assert r.returncode == 0 and r.stdout.count("never completed") == 1 and r.stdout.count("will run") == 4
     assert not (tmp_path / "new" / "base").exists()
     r = _cli("run-all", "--dry-run", *overrides_for(smoke_run, "cold_sft.trainer.learning_rate=1e-4"))
-    assert "skip" in r.stdout and "rerun" in r.stdout
+    assert r.returncode == 0 and r.stdout.count("skip") == 1 and r.stdout.count("rerun") == 4
 
 
 def test_show_prints_the_manifest(smoke_run):
@@ -85,7 +85,15 @@ def test_show_prints_the_manifest(smoke_run):
     assert r.returncode == 0 and json.loads(r.stdout)["stage"] == "cold_sft"
 
 
-def test_corrupt_manifest_is_reported_not_trusted(run_copy):
-    (run_copy / "base" / "manifest.json").write_text("{oops")
+def test_corrupt_manifest_is_reported_not_trusted_and_force_reruns_it(run_copy):
+    (run_copy / "second_sft" / "manifest.json").write_text("{oops")
     r = _cli("status", *overrides_for(run_copy))
-    assert r.returncode == 1 and "corrupt manifest" in r.stderr and "base" in r.stderr
+    assert r.returncode == 0 and "corrupt" in r.stdout
+    before = (run_copy / "reasoning_rl" / "manifest.json").read_text()
+    r = _cli("run-all", *overrides_for(run_copy))
+    assert r.returncode == 1 and "corrupt manifest" in r.stderr and "second_sft" in r.stderr and "--force" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert (run_copy / "reasoning_rl" / "manifest.json").read_text() == before  # nothing else touched
+    r = _cli("run", "--stage", "second_sft", "--force", *overrides_for(run_copy, "eval.after_stage=false"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run_copy / "second_sft" / "manifest.json").read_text())["status"] == "complete"

@@ -68,3 +68,30 @@ def test_builtin_excludes_heldout():
         need=("prompt", "solution"),
     )
     assert not {r["prompt"] for r in held} & {r["prompt"] for r in train}
+
+
+@pytest.mark.parametrize(
+    "source,message",
+    [
+        ({"builtin": "arithmetic", "seed": 1}, "has no size"),
+        ({"builtin": "arithmetic", "size": 10**7, "seed": 1}, "distinct problems"),
+        ({"builtin": "nope", "size": 1, "seed": 1}, "unknown builtin task 'nope'"),
+        ({"path": str(FIXTURES / "gsm8k_sample.jsonl"), "fields": {"prompt": "question"}, "answer_pattern": "####"},
+         "needs one capture group"),
+        ({"path": str(FIXTURES / "gsm8k_sample.jsonl"), "fields": {"prompt": "question"}, "answer_pattern": "(("},
+         "not a valid regex"),
+    ],
+)
+def test_bad_sources_are_one_line_errors(source, message):
+    with pytest.raises(R1Error, match=message) as e:
+        load_rows(source, need=("prompt", "answer"))
+    assert "\n" not in str(e.value)
+
+
+def test_json_list_of_non_objects_and_limit_zero(tmp_path):
+    f = tmp_path / "d.json"
+    f.write_text('["a", "b"]')
+    with pytest.raises(R1Error, match="expected a JSON list of objects"):
+        load_rows({"path": str(f)}, need=("prompt",))
+    with pytest.raises(R1Error, match="has no rows"):
+        load_rows({"path": str(FIXTURES / "cot_sample.jsonl"), "limit": 0, "fields": {"prompt": "problem"}}, need=("prompt",))

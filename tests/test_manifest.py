@@ -84,3 +84,16 @@ def test_write_json_atomic_leaves_no_temp_files(tmp_path):
     mf.write_json_atomic(tmp_path / "m.json", {"a": 2})
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_editing_a_local_data_file_changes_the_fingerprint(tmp_path):
+    import os
+
+    f = tmp_path / "cot.jsonl"
+    f.write_text('{"prompt": "1+1"}\n')
+    cfg = {"data": {"path": str(f), "fields": {}}, "trainer": {}}
+    before = mf.fingerprint("cold_sft", cfg, [], "v1")
+    assert before == mf.fingerprint("cold_sft", cfg, [], "v1")
+    f.write_text('{"prompt": "1+2"}\n{"prompt": "2+2"}\n')
+    os.utime(f, ns=(1, 1))
+    assert mf.fingerprint("cold_sft", cfg, [], "v1") != before

@@ -209,7 +209,7 @@ def test_grpo_batch_arithmetic_fails_before_any_model_loads(tmp_path):
     ov = overrides_for(tmp_path / "r", "reasoning_rl.trainer.num_generations=3")
     with pytest.raises(R1Error, match="reasoning_rl.trainer: trl.GRPOConfig rejects it: .*divisible"):
         runner.run_all(config.load(ov), ov)
-    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+    assert not [p for p in (tmp_path / "r").glob("*") if p.name != ".lock"]  # no stage directory was made
 
 
 def test_kill_during_grpo_then_rerun_resumes(run_copy):
@@ -244,3 +244,50 @@ def test_eval_numbers_recompute_exactly_from_saved_samples(smoke_run):
     rl = json.loads((smoke_run / "reasoning_rl" / "eval.json").read_text())
     assert rl["vs_cold_sft"] == paired_difference(samples, read_samples(smoke_run / "reasoning_rl"), "integer")
     assert _manifest(smoke_run, "cold_sft")["eval"] == saved
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_taken_over(run_copy):
+    """A live holder (another process with the flock) is named and refused; once it dies, its lock is free."""
+    lock = run_copy / ".lock"
+    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('held', flush=True); "
+            "time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(R1Error, match=f"in use by process {holder.pid}"):
+            _run_all(run_copy)
+        with pytest.raises(R1Error, match=f"in use by process {holder.pid}"):
+            runner.run_stage(config.load(overrides_for(run_copy)), "cold_sft", [])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock.read_text() == str(holder.pid)  # refused runs left the holder's lock alone
+    steps = _run_all(run_copy)  # killed: the kernel released its flock, the next run takes it
+    assert [s.action for s in steps] == ["skip"] * len(ALL)
+
+
+def test_a_hub_style_base_model_is_prepared_for_the_recipe(smoke_run, tmp_path):
+    """A model dir like a hub base model (no generation markers, pad == eos, no R1 tags) goes through base
+    and cold_sft: r1pipe fixes the tokenizer, grows the embeddings, and records what it changed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = tmp_path / "hub_model"
+    tok = AutoTokenizer.from_pretrained(smoke_run / "base" / "model")
+    model = AutoModelForCausalLM.from_pretrained(smoke_run / "base" / "model")
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    tok.pad_token = tok.eos_token = "<|endoftext|>"
+    tok.save_pretrained(src)
+    model.save_pretrained(src)
+
+    steps = _run_all(tmp_path / "run", f"base.model={src}", "eval.after_stage=false", stop="cold_sft")
+    assert [s.action for s in steps] == ["run", "run"]
+    m = _manifest(tmp_path / "run", "base")
+    assert m["metrics"]["source"] == str(src) and not m["metrics"]["built_from_scratch"]
+    assert any("chat template" in c for c in m["metrics"]["tokenizer_changes"])
+    out = tmp_path / "run" / "base" / "model"
+    tok2, model2 = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
+    assert "{% generation %}" in tok2.chat_template and tok2.eos_token == "<|im_end|>"
+    assert tok2.pad_token_id != tok2.eos_token_id
+    assert model2.get_input_embeddings().weight.shape[0] >= len(tok2)
+    assert _manifest(tmp_path / "run", "cold_sft")["status"] == "complete"

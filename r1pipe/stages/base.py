@@ -13,21 +13,22 @@ from __future__ import annotations
 from typing import Any
 
 NAME = "base"
-VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
+VERSION = 2  # bump when a change alters what this stage computes (it is part of the fingerprint)
 PARENTS: tuple[str, ...] = ()
 OUTPUTS = ("model",)
 
 
 def run(ctx) -> dict[str, Any]:
     from r1pipe import data, models
-    from r1pipe.training import model_card
+    from r1pipe.training import model_card, save_model
 
     cfg = ctx.config
     out = ctx.output("model")
     if cfg.get("model"):
         remote, rev = cfg["trust_remote_code"], cfg.get("revision")
-        tok = models.load_tokenizer(cfg["model"], trust_remote_code=remote, revision=rev)
+        tok = models.load_tokenizer(cfg["model"], trust_remote_code=remote, revision=rev, check=False)
         model = models.load_causal_lm(cfg["model"], dtype=cfg["dtype"], trust_remote_code=remote, revision=rev)
+        changes = models.prepare_for_r1(tok, model)
         summary = f"Base model `{cfg['model']}` (revision {cfg.get('revision') or 'default'}), copied by r1pipe."
         built = False
     else:
@@ -36,15 +37,13 @@ def run(ctx) -> dict[str, Any]:
         tok = models.build_tokenizer(corpus, vocab_size=cfg["tokenizer"]["vocab_size"])
         model = models.build_model(tok, cfg["arch"], seed=ctx.seed)
         summary = "A small Qwen2-style model built from scratch by r1pipe's tiny preset (random weights)."
-        built = True
-    card = model_card(NAME, {}, cfg, summary)
-    model.save_pretrained(str(out), safe_serialization=True)
-    tok.save_pretrained(str(out))
-    (out / "README.md").write_text(card)
+        built, changes = True, []
+    save_model(model, tok, out, model_card(NAME, {}, cfg, summary))
     return {
         "source": cfg.get("model") or "built",
         "revision": cfg.get("revision"),
         "built_from_scratch": built,
+        "tokenizer_changes": changes,
         "parameters": models.count_parameters(model),
         "vocab_size": len(tok),
     }

@@ -60,8 +60,9 @@ def run(ctx) -> dict[str, Any]:
     reward_funcs, _ = rewards.build(cfg["rewards"])
     rows = data.load_rows(cfg["data"], need=("prompt", "answer"))
 
-    tokenizer = models.load_tokenizer(init_dir)
-    model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"))
+    remote = ctx.trust_remote_code
+    tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
+    model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"), trust_remote_code=remote)
 
     filter_stats: dict[str, Any] = {"enabled": False}
     if cfg["difficulty_filter"]["enabled"]:
@@ -129,6 +130,8 @@ def _samples_callback(trainer, path: Path, every: int):
     so a user can read what the policy writes. Reads GRPOTrainer's own completion log."""
     from transformers import TrainerCallback
 
+    from r1pipe.rewards import completion_text
+
     class Samples(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs_ = getattr(trainer, "_logs", None)
@@ -138,25 +141,18 @@ def _samples_callback(trainer, path: Path, every: int):
             rewards = {k: list(v)[-4:] for k, v in logs_["rewards"].items()}
             with open(path, "a") as f:
                 for i, (p, c) in enumerate(zip(prompts, completions)):
-                    rec = {"step": state.global_step, "prompt": _text(p), "completion": _text(c),
+                    rec = {"step": state.global_step, "prompt": completion_text(p), "completion": completion_text(c),
                            "rewards": {k: v[i] for k, v in rewards.items() if i < len(v)}}
                     f.write(json.dumps(rec) + "\n")
 
     return Samples()
 
 
-def _text(x) -> str:
-    from r1pipe.rewards import completion_text
-
-    return completion_text(x)
-
-
 def _last_logged(metrics_path: Path) -> dict[str, Any]:
     """Means over the last 10 logged steps of the signals a user watches: reward, accuracy, length, KL."""
-    if not metrics_path.exists():
-        return {}
-    lines = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    lines = [r for r in lines if "reward" in r][-10:]
+    from r1pipe.training import read_jsonl
+
+    lines = [r for r in read_jsonl(metrics_path) if "reward" in r][-10:]
     keys = ("reward", "rewards/accuracy/mean", "rewards/format/mean", "completions/mean_length", "kl")
     out = {}
     for k in keys:

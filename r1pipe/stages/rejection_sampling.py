@@ -43,7 +43,10 @@ def run(ctx) -> dict[str, Any]:
         n=s["k"], temperature=s["temperature"], top_p=s["top_p"], max_new_tokens=s["max_new_tokens"],
         batch_size=s["batch_size"], seed=ctx.seed,
     )
-    engine = make_engine(ctx.parent_output(source, "model"), backend=s["backend"], dtype=cfg.get("dtype", "float32"))
+    engine = make_engine(
+        ctx.parent_output(source, "model"), backend=s["backend"], dtype=cfg.get("dtype", "float32"),
+        trust_remote_code=ctx.trust_remote_code,
+    )
     completions, rate = generate_sharded(
         engine, [r["prompt"] for r in rows], sampling, ctx.dir / "shards", s["shard_size"], log=log
     )
