@@ -97,3 +97,15 @@ def test_corrupt_manifest_is_reported_not_trusted_and_force_reruns_it(run_copy):
     r = _cli("run", "--stage", "second_sft", "--force", *overrides_for(run_copy, "eval.after_stage=false"))
     assert r.returncode == 0, r.stderr
     assert json.loads((run_copy / "second_sft" / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_eval_command_rewrites_eval_json_and_the_manifest(run_copy):
+    (run_copy / "cold_sft" / "eval.json").unlink()
+    r = _cli("eval", "--stage", "cold_sft", *overrides_for(run_copy, "eval.k=3"))
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((run_copy / "cold_sft" / "eval.json").read_text())
+    assert saved["k"] == 3 and "cons@3" in saved
+    assert json.loads((run_copy / "cold_sft" / "manifest.json").read_text())["eval"] == saved
+    # evaluation settings are not fingerprinted: the stage is still complete, nothing retrains
+    stdout, _ = _probe("status", *overrides_for(run_copy, "eval.k=3"))
+    assert stdout.count("complete") == 5
