@@ -141,3 +141,19 @@ def test_kill_mid_generation_then_rerun_keeps_finished_shards(run_copy):
     assert len(list((run_copy / "rejection_sampling" / "shards").glob("shard-*.jsonl"))) == 12
     m = json.loads((run_copy / "rejection_sampling" / "manifest.json").read_text())
     assert m["resumed"] and m["metrics"]["samples"] == 48
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("rejection_sampling.sampling.k=0", "sampling.k=0 must be a positive integer"),
+        ("rejection_sampling.sampling.backend=sglang", "backend='sglang'"),
+        ("rejection_sampling.filters.language=xx", "no script check for language 'xx'"),
+    ],
+)
+def test_bad_sampling_settings_fail_before_generation(tmp_path, override, message):
+    from r1pipe.errors import R1Error
+
+    ov = overrides_for(tmp_path / "r", override)
+    with pytest.raises(R1Error, match=message):
+        runner.validate(config.load(ov), ["rejection_sampling"])

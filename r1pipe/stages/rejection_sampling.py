@@ -28,6 +28,23 @@ def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
     return (cfg.get("init") or "reasoning_rl",)
 
 
+def validate(cfg: dict[str, Any]) -> None:
+    """Checks that need no model: sampling settings, backend, filter language."""
+    from r1pipe.errors import R1Error
+    from r1pipe.rewards import language_share
+
+    s = cfg.get("sampling") or {}
+    for key in ("backend", "k", "temperature", "top_p", "max_new_tokens", "batch_size", "shard_size"):
+        if key not in s:
+            raise R1Error(f"{NAME}.sampling.{key} is missing", hint="see conf/stage/rejection_sampling.yaml")
+    if s["backend"] not in ("transformers", "vllm"):
+        raise R1Error(f"{NAME}.sampling.backend={s['backend']!r}", hint="use transformers or vllm")
+    for key in ("k", "batch_size", "shard_size", "max_new_tokens"):
+        if not isinstance(s[key], int) or s[key] < 1:
+            raise R1Error(f"{NAME}.sampling.{key}={s[key]!r} must be a positive integer")
+    language_share("", cfg["filters"].get("language", "en"))  # an unknown language fails here, not mid-run
+
+
 def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
 
