@@ -100,7 +100,7 @@ def _print_status(cfg, only: list[str] | None = None) -> None:
         if only and name not in only:
             continue
         m = s.manifest or {}
-        fp = (m.get("fingerprint") or s.expected or "")[:12]
+        fp = (m.get("fingerprint") or s.expected or "")[:8]
         dur = f"{m['duration_s']:.0f}s" if "duration_s" in m else ""
         note = "" if s.state == "complete" else s.reason
         rows.append((name, f"[{colors[s.state]}]{s.state}[/]", fp, _key_metric(m), dur, note))
