@@ -109,7 +109,7 @@ def _print_status(cfg, only: list[str] | None = None) -> None:
         cols, rows = cols[:-1], [r[:-1] for r in rows]
     table = Table(title=f"r1pipe run {config_mod.run_dir(cfg)}")
     for col in cols:
-        table.add_column(col, no_wrap=col != "note")
+        table.add_column(col, no_wrap=col not in ("note", "key metric"))
     for r in rows:
         table.add_row(*r)
     console.print(table)
