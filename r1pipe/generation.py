@@ -83,13 +83,10 @@ def make_engine(model_dir, backend: str = "transformers", dtype: str = "float32"
 
         tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
         model = load_causal_lm(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
-        try:
-            import torch
+        import torch
 
-            if torch.cuda.is_available():
-                model = model.to("cuda")
-        except ImportError:  # pragma: no cover - torch is a dependency
-            pass
+        if torch.cuda.is_available():
+            model = model.to("cuda")
         return lambda turns, sampling: generate(model, tok, turns, sampling)
     if backend == "vllm":
         try:

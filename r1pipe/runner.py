@@ -180,22 +180,24 @@ def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[
             log.info("%s: complete, skipped (fingerprint %s)", name, s.expected[:12])
             return s.manifest, False
         validate(cfg, [name])
-        return _execute(cfg, name, s, resume=(s.state == "partial" and not force)), True
+        parent_manifests = {p: st[p].manifest for p in parents_of(cfg, name)}
+        return _execute(cfg, name, s, parent_manifests, resume=(s.state == "partial" and not force)), True
 
 
-def _execute(cfg, name: str, s: mf.StageState, resume: bool) -> dict[str, Any]:
+def _execute(
+    cfg, name: str, s: mf.StageState, parent_manifests: dict[str, dict[str, Any]], resume: bool
+) -> dict[str, Any]:
     root = config_mod.run_dir(cfg)
     stage_dir = root / name
     mod = stages.module(name)
     stage_cfg = config_mod.stage_config(cfg, name)
-    parent_names = parents_of(cfg, name)
+    parent_names = list(parent_manifests)
     if not resume and stage_dir.exists():
         shutil.rmtree(stage_dir)  # a stale or abandoned attempt: its checkpoints belong to another config
     stage_dir.mkdir(parents=True, exist_ok=True)
     mf.write_json_atomic(stage_dir / mf.IN_PROGRESS, {"fingerprint": s.expected})
     _write_yaml(stage_dir / "config.yaml", stage_cfg)
 
-    parent_manifests = {p: mf.read_manifest(root / p) for p in parent_names}
     ctx = StageContext(
         name=name,
         config=stage_cfg,

@@ -82,7 +82,7 @@ def run(ctx) -> dict[str, Any]:
                 "answer": row["answer"],
                 "reward_accuracy": float(rewards.is_correct(text, row["answer"], cfg["verifier"])),
                 "reward_format": float(rewards.strict_format(text)),
-                "reward_language": rewards.language_share(rewards.split_think(text)[0], cfg["filters"]["language"]),
+                "reward_language": rewards.language_share(rewards.split_think(text)[0], cfg["filters"].get("language", "en")),
                 "filter_reason": reason,
             }
             (kept if reason == "kept" else rejected).append(rec)
