@@ -124,6 +124,13 @@ def _key_metric(m: dict) -> str:
         parts.append(f"pass@1 {100 * ev['pass@1']:.1f}%")
     if "acceptance_rate" in metrics:
         parts.append(f"{metrics['rows']} rows ({100 * metrics['acceptance_rate']:.0f}% kept)")
+    if "accuracy" in (metrics.get("heldout") or {}):  # a reward model: held-out pair accuracy
+        parts.append(f"pairs {100 * metrics['heldout']['accuracy']:.1f}% right")
+    pref = (metrics.get("heldout_preference") or {}).get("helpfulness") or {}
+    if "sampled_diff" in pref:
+        parts.append(f"helpful {pref['sampled_diff']:+.2f}")
+    if "vs_baseline" in ev and "greedy_accuracy_diff" in ev["vs_baseline"]:
+        parts.append(f"vs baseline {100 * ev['vs_baseline']['greedy_accuracy_diff']:+.1f}")
     if not parts and "train_loss" in metrics:
         parts.append(f"loss {metrics['train_loss']:.3f}")
     if not parts and "parameters" in metrics:
@@ -183,7 +190,8 @@ def evaluate(stage: Annotated[str, typer.Option("--stage", "-s")], overrides: Ov
     from r1pipe.lock import RunLock
 
     cfg, _ = _setup(overrides)
-    stages.module(stage)
+    if not getattr(stages.module(stage), "EVALUATE", True):
+        raise R1Error(f"{stage} writes no answers to evaluate", hint=f"its own measurements: r1pipe show {stage}")
     root = config_mod.run_dir(cfg)
     with RunLock(root):
         s = runner.states(cfg, full=True)[stage]

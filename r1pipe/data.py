@@ -46,7 +46,7 @@ def load_rows(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, s
 
 def _builtin(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, str]]:
     if source["builtin"] == smalltalk.NAME:
-        return list(smalltalk.records(int(source.get("size", 1000)), int(source.get("seed", 0))))
+        return list(smalltalk.records(int(source.get("size", 1000)), int(source.get("seed", 0)), bool(source.get("heldout"))))
     if source["builtin"] != arithmetic.NAME:
         raise R1Error(
             f"unknown builtin task {source['builtin']!r}", hint=f"builtins: {arithmetic.NAME}, {smalltalk.NAME}"
@@ -163,3 +163,57 @@ def sft_messages(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+PREFERENCE = ("prompt", "chosen", "rejected")
+
+
+def load_preferences(source: dict[str, Any]) -> list[dict[str, str]]:
+    """Preference pairs {prompt, chosen, rejected} (plain strings: the user turn and the two replies).
+
+    The builtin smalltalk task makes synthetic pairs; files and hub datasets may hold strings or TRL's
+    conversational lists (as in UltraFeedback-binarized, where `chosen` is the whole conversation): the prompt is
+    then the first user turn and each reply the last assistant turn."""
+    if source.get("builtin") == smalltalk.NAME:
+        for key in ("size", "seed"):
+            if key not in source:
+                raise R1Error(f"builtin preference source {source} has no {key}", hint="e.g. {builtin: smalltalk, size: 2000, seed: 6}")
+        rows = list(smalltalk.preference_pairs(int(source["size"]), int(source["seed"]), bool(source.get("heldout"))))
+        where = f"builtin:{smalltalk.NAME}"
+    elif "builtin" in source:
+        raise R1Error(f"builtin task {source['builtin']!r} has no preference pairs", hint=f"builtin preference data: {smalltalk.NAME}")
+    elif "path" in source:
+        where, rows = str(source["path"]), _read_file(Path(source["path"]))
+    elif "hub" in source:
+        where, rows = f"hub:{source['hub']}", _read_hub(source)
+    else:
+        raise R1Error(f"preference source {source} names no builtin, path or hub", hint="see conf/stage/reward_model.yaml")
+    fields = {k: k for k in PREFERENCE} | dict(source.get("fields") or {})
+    out = []
+    for i, row in enumerate(rows, 1):
+        pair = {}
+        for key in ("chosen", "rejected"):
+            pair[key] = _turn(row.get(fields[key]), "assistant", where, i, fields[key])
+        prompt = row.get(fields["prompt"])
+        if prompt is None and isinstance(row.get(fields["chosen"]), list):
+            prompt = row[fields["chosen"]]
+        pair["prompt"] = _turn(prompt, "user", where, i, fields["prompt"])
+        out.append(pair)
+    limit = source.get("limit")
+    out = out[: int(limit)] if limit is not None else out
+    if not out:
+        raise R1Error(f"preference source {where} has no rows", hint="check the file, split or size")
+    return out
+
+
+def _turn(value: Any, role: str, where: str, row: int, col: str) -> str:
+    """A string as it is, or from a list of chat messages the first user turn / the last assistant turn."""
+    if isinstance(value, list):
+        turns = [m.get("content") for m in value if isinstance(m, dict) and m.get("role") == role]
+        value = (turns[0] if role == "user" else turns[-1]) if turns else None
+    if not isinstance(value, str) or not value.strip():
+        raise R1Error(
+            f"{where}: row {row}: missing field {col!r} (a string, or chat messages with a {role} turn)",
+            hint=f"fix the row, or map it to another column with fields.{'prompt' if role == 'user' else col}",
+        )
+    return value

@@ -32,6 +32,15 @@ def strict_format(text: str) -> bool:
     return _STRICT.match(text) is not None
 
 
+_GENERAL = re.compile(r"\A\s*(?:<think>((?:(?!</?think>|</?answer>).)*)</think>)?((?:(?!</?think>|</?answer>).)*)\Z", re.S)
+
+
+def general_format(text: str) -> bool:
+    """A general (non-verifiable) reply: at most one think part, first, then a non-empty reply with no tags."""
+    m = _GENERAL.match(text)
+    return m is not None and bool(m.group(2).strip())
+
+
 def split_think(text: str) -> tuple[str, str]:
     """(reasoning, summary): the text inside <think> and the text after </think>."""
     if "</think>" not in text:
@@ -105,9 +114,14 @@ def accuracy(completions, answer=None, verifier=None, **_) -> list[float | None]
     return out
 
 
-def format_reward(completions, **_) -> list[float | None]:
-    """1 for exactly `<think>…</think>` then `<answer>…</answer>` and nothing else, else 0."""
-    return [1.0 if strict_format(completion_text(c)) else 0.0 for c in completions]
+def format_reward(completions, answer=None, **_) -> list[float | None]:
+    """1 for exactly `<think>…</think>` then `<answer>…</answer>` and nothing else, else 0. On a general prompt
+    (a row whose `answer` is empty) the format is `general_format`: an optional think part, then a plain reply."""
+    answers = answer if answer is not None else ["x"] * len(completions)
+    return [
+        1.0 if (strict_format if (gold or "").strip() else general_format)(completion_text(c)) else 0.0
+        for c, gold in zip(completions, answers)
+    ]
 
 
 def tag_count(completions, **_) -> list[float | None]:

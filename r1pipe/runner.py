@@ -245,7 +245,8 @@ def _execute(
     log.info("%s: complete in %.1fs", name, manifest["duration_s"])
     # Evaluation comes after the manifest: a failed evaluation never costs a finished stage
     # (`r1pipe eval --stage NAME` retries it).
-    if "model" in ctx.outputs and cfg.eval.after_stage and stage_cfg.get("eval", True):
+    evaluates = getattr(mod, "EVALUATE", True)  # a reward model's `model` writes no answers
+    if "model" in ctx.outputs and evaluates and cfg.eval.after_stage and stage_cfg.get("eval", True):
         from r1pipe import evaluation
 
         try:

@@ -125,21 +125,27 @@ def model_card(stage: str, parents: dict[str, dict[str, Any]], config: dict[str,
     )
 
 
-
-
 def sft(ctx, stage: str, init: str, dataset, summary: str) -> dict[str, Any]:
-    """SFT of `init`'s model on a conversational `messages` dataset with trl.SFTTrainer: what cold_sft,
-    second_sft and distill share. Resumes from the last checkpoint; saves the model to the `model` output."""
-    from trl import SFTConfig, SFTTrainer
-
+    """SFT of `init`'s model on a conversational `messages` dataset with trl.SFTTrainer: what cold_sft and
+    second_sft share. Resumes from the last checkpoint; saves the model to the `model` output."""
     from r1pipe import models
 
     init_dir = ctx.parent_output(init, "model")
-    args = trl_config(SFTConfig, stage, ctx.config, ctx.trainer_dir, ctx.seed)
     remote = ctx.trust_remote_code
     tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
     model = models.load_causal_lm(init_dir, dtype=ctx.config.get("dtype", "float32"), trust_remote_code=remote)
+    card = model_card(stage, ctx.parent_manifests, ctx.config, summary)
+    return sft_model(ctx, stage, model, tokenizer, dataset, ctx.config, ctx.trainer_dir, ctx.metrics_path,
+                     ctx.output("model"), card)
+
+
+def sft_model(ctx, stage, model, tokenizer, dataset, cfg, trainer_dir: Path, metrics_path: Path, out: Path,
+              card: str) -> dict[str, Any]:
+    """trl.SFTTrainer on a loaded model, resumable from `trainer_dir`; saves the result to `out`."""
+    from trl import SFTConfig, SFTTrainer
+
+    args = trl_config(SFTConfig, stage, cfg, trainer_dir, ctx.seed)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    metrics = train(trainer, ctx.metrics_path)
-    save_model(trainer.model, tokenizer, ctx.output("model"), model_card(stage, ctx.parent_manifests, ctx.config, summary))
+    metrics = train(trainer, metrics_path)
+    save_model(trainer.model, tokenizer, out, card)
     return {**metrics, "examples": len(dataset)}

@@ -39,8 +39,10 @@ def test_quick_commands_never_import_torch(smoke_run, args):
 
 def test_status_shows_every_stage_and_state(smoke_run):
     stdout, _ = _probe("status", *overrides_for(smoke_run))
-    assert all(s in stdout for s in ("base", "cold_sft", "reasoning_rl", "rejection_sampling", "second_sft"))
-    assert stdout.count("complete") == 5
+    from r1pipe.stages import ORDER
+
+    assert all(s in stdout for s in ORDER)
+    assert stdout.count("complete") == len(ORDER) == 8
 
 
 def _cli(*args):
@@ -74,10 +76,10 @@ def test_debug_shows_the_traceback(tmp_path):
 
 def test_dry_run_plans_without_running(smoke_run, tmp_path):
     r = _cli("run-all", "--dry-run", *overrides_for(tmp_path / "new"))
-    assert r.returncode == 0 and r.stdout.count("never completed") == 1 and r.stdout.count("will run") == 4
+    assert r.returncode == 0 and r.stdout.count("never completed") == 1 and r.stdout.count("will run") == 7
     assert not (tmp_path / "new" / "base").exists()
     r = _cli("run-all", "--dry-run", *overrides_for(smoke_run, "cold_sft.trainer.learning_rate=1e-4"))
-    assert r.returncode == 0 and r.stdout.count("skip") == 1 and r.stdout.count("rerun") == 4
+    assert r.returncode == 0 and r.stdout.count("skip") == 2 and r.stdout.count("rerun") == 6  # base and reward_model skip
 
 
 def test_show_prints_the_manifest(smoke_run):
@@ -108,4 +110,4 @@ def test_eval_command_rewrites_eval_json_and_the_manifest(run_copy):
     assert json.loads((run_copy / "cold_sft" / "manifest.json").read_text())["eval"] == saved
     # evaluation settings are not fingerprinted: the stage is still complete, nothing retrains
     stdout, _ = _probe("status", *overrides_for(run_copy, "eval.k=3"))
-    assert stdout.count("complete") == 5
+    assert stdout.count("complete") == 8

@@ -16,7 +16,7 @@ from r1pipe import config, runner
 from r1pipe.errors import R1Error
 
 
-ALL = ("base", "cold_sft", "reasoning_rl", "rejection_sampling", "second_sft")
+ALL = ("base", "cold_sft", "reasoning_rl", "rejection_sampling", "second_sft", "reward_model", "alignment_rl", "distill")
 
 
 def _run_all(run_dir, *extra, **kw):
@@ -94,7 +94,8 @@ def test_changing_learning_rate_reruns_cold_sft_and_downstream_only(run_copy):
     base_before = _manifest(run_copy, "base")
     cold_before = _manifest(run_copy, "cold_sft")
     steps = _run_all(run_copy, "cold_sft.trainer.learning_rate=5e-4")
-    assert [(s.stage, s.action) for s in steps] == [("base", "skip")] + [(s, "rerun") for s in ALL[1:]]
+    # reward_model reads only base: it is skipped too
+    assert [(s.stage, s.action) for s in steps] == [(s, "skip" if s in ("base", "reward_model") else "rerun") for s in ALL]
     assert _manifest(run_copy, "base") == base_before
     cold_after = _manifest(run_copy, "cold_sft")
     assert cold_after["fingerprint"] != cold_before["fingerprint"]

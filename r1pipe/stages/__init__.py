@@ -3,6 +3,7 @@ and its parents: a PARENTS tuple, or `parents(config)` where the config picks th
 cold_sft, or from base in R1-Zero). Modules import torch/TRL inside `run`, so reading the graph stays cheap.
 
     base ──> cold_sft ──> reasoning_rl ──> rejection_sampling ──> second_sft ──> alignment_rl ──> distill
+      └──────────────────────────────────────> reward_model ──────────────────────────┘
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from types import ModuleType
 from r1pipe.errors import R1Error
 
 # Topological order: run-all walks it front to back.
-ORDER = ["base", "cold_sft", "reasoning_rl", "rejection_sampling", "second_sft"]
+ORDER = ["base", "cold_sft", "reasoning_rl", "rejection_sampling", "second_sft", "reward_model", "alignment_rl", "distill"]
 
 
 def module(name: str) -> ModuleType:

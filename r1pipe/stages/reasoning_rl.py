@@ -32,18 +32,20 @@ def validate(cfg: dict[str, Any]) -> None:
 
     from r1pipe import rewards, training
 
-    training.trl_config(GRPOConfig, NAME, _trainer_block(cfg), Path("unused"), seed=0)
+    training.trl_config(GRPOConfig, NAME, trainer_block(NAME, cfg), Path("unused"), seed=0)
     rewards.build(cfg["rewards"])
 
 
-def _trainer_block(cfg: dict[str, Any]) -> dict[str, Any]:
+def trainer_block(stage: str, cfg: dict[str, Any], weights: list[float] | None = None) -> dict[str, Any]:
     """The stage config with reward weights moved into trainer.reward_weights, where TRL reads them."""
     from r1pipe.errors import R1Error
 
     trainer = dict(cfg.get("trainer") or {})
     if "reward_weights" in trainer:
-        raise R1Error(f"{NAME}.trainer.reward_weights is set from rewards.<name>.weight", hint="set the weights there")
-    trainer["reward_weights"] = [float(p.get("weight", 1.0)) for p in cfg["rewards"].values() if p is not None]
+        raise R1Error(f"{stage}.trainer.reward_weights is set from rewards.<name>.weight", hint="set the weights there")
+    if weights is None:
+        weights = [float(p.get("weight", 1.0)) for p in cfg["rewards"].values() if p is not None]
+    trainer["reward_weights"] = weights
     return {**cfg, "trainer": trainer}
 
 
@@ -56,7 +58,7 @@ def run(ctx) -> dict[str, Any]:
     cfg = ctx.config
     init = parents(cfg)[0]
     init_dir = ctx.parent_output(init, "model")
-    args = training.trl_config(GRPOConfig, NAME, _trainer_block(cfg), ctx.trainer_dir, ctx.seed)
+    args = training.trl_config(GRPOConfig, NAME, trainer_block(NAME, cfg), ctx.trainer_dir, ctx.seed)
     reward_funcs, _ = rewards.build(cfg["rewards"])
     rows = data.load_rows(cfg["data"], need=("prompt", "answer"))
 
@@ -75,7 +77,7 @@ def run(ctx) -> dict[str, Any]:
     trainer = GRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset, processing_class=tokenizer
     )
-    trainer.add_callback(_samples_callback(trainer, ctx.dir / "samples.jsonl", cfg["log_samples"]))
+    trainer.add_callback(samples_callback(trainer, ctx.dir / "samples.jsonl", cfg["log_samples"]))
     metrics = training.train(trainer, ctx.metrics_path)
 
     card = training.model_card(
@@ -83,7 +85,7 @@ def run(ctx) -> dict[str, Any]:
         f"GRPO from `{init}` on {len(rows)} prompts with rewards {', '.join(f.__name__ for f in reward_funcs)}.",
     )
     training.save_model(trainer.model, tokenizer, ctx.output("model"), card)
-    return {**metrics, "prompts": len(rows), "difficulty_filter": filter_stats, **_last_logged(ctx.metrics_path)}
+    return {**metrics, "prompts": len(rows), "difficulty_filter": filter_stats, **last_logged(ctx.metrics_path)}
 
 
 def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
@@ -125,7 +127,7 @@ def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
     return kept, stats
 
 
-def _samples_callback(trainer, path: Path, every: int):
+def samples_callback(trainer, path: Path, every: int):
     """Every `every` logging steps, append a few of the latest completions with their rewards to samples.jsonl,
     so a user can read what the policy writes. Reads GRPOTrainer's own completion log."""
     from transformers import TrainerCallback
@@ -148,7 +150,7 @@ def _samples_callback(trainer, path: Path, every: int):
     return Samples()
 
 
-def _last_logged(metrics_path: Path) -> dict[str, Any]:
+def last_logged(metrics_path: Path) -> dict[str, Any]:
     """Means over the last 10 logged steps of the signals a user watches: reward, accuracy, length, KL."""
     from r1pipe.training import read_jsonl
 

@@ -1,0 +1,186 @@
+"""alignment_rl: the second RL stage, for helpfulness and harmlessness while keeping reasoning (DeepSeek-R1 §2.3.4).
+
+    r1pipe run --stage alignment_rl conf=tiny
+
+GRPO from second_sft on a mix of prompts. Reasoning prompts keep the rule rewards (accuracy, format); general
+prompts are judged by reward models: helpfulness on the summary only, harmlessness on the whole response
+(`r1pipe/preference.py`). The language-consistency reward applies to both. Every reward returns None where it
+does not apply, and TRL sums only the rest. Preference rewards can be limited to the last `preference_steps`
+steps (R1: the last 400 of 1,700, against reward hacking). Rollouts at temperature 0.7 (R1).
+
+Before training and after it, the starting and the trained model answer held-out general prompts (phrasings no
+training prompt uses), and each preference reward scores the answers: `heldout_preference` in the manifest,
+with the paired difference and its standard error. The reasoning evaluation runs as for every model stage.
+The trainer: block is trl.GRPOConfig, field for field.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+NAME = "alignment_rl"
+VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
+OUTPUTS = ("model",)
+
+
+def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
+    """The starting model, then every stage a preference reward names as its model (e.g. reward_model)."""
+    from r1pipe.stages import ORDER
+
+    init = cfg.get("init") or "second_sft"
+    models = [p["model"] for p in (cfg.get("preference_rewards") or {}).values() if p and p.get("model") in ORDER]
+    return tuple(dict.fromkeys([init, *models]))
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    from trl import GRPOConfig
+
+    from r1pipe import preference, rewards, training
+    from r1pipe.errors import R1Error
+    from r1pipe.stages import reasoning_rl
+
+    block = reasoning_rl.trainer_block(NAME, cfg, _weights(cfg))
+    training.trl_config(GRPOConfig, NAME, block, Path("unused"), seed=0)
+    rewards.build(cfg["rewards"])
+    for name, p in (cfg.get("preference_rewards") or {}).items():
+        if p is None:
+            continue
+        for key in ("model", "scope"):
+            if not p.get(key):
+                raise R1Error(f"{NAME}.preference_rewards.{name}.{key} is not set",
+                              hint="model: a stage name (reward_model), a local path or a hub id; scope: summary | response")
+        preference.judged_text("", p["scope"])
+        if name in cfg["rewards"]:
+            raise R1Error(f"{NAME}: reward {name!r} is both a rule reward and a preference reward", hint="rename one")
+    if cfg.get("preference_steps") is not None and int(cfg["trainer"].get("max_steps", -1)) <= 0:
+        raise R1Error(f"{NAME}.preference_steps needs trainer.max_steps (the last N of how many steps?)",
+                      hint="set trainer.max_steps, or preference_steps=null to use them on every step")
+
+
+def _weights(cfg: dict[str, Any]) -> list[float]:
+    """One weight per reward, rule rewards first, then preference rewards: the order run() builds them in."""
+    rule = [float(p.get("weight", 1.0)) for p in cfg["rewards"].values() if p is not None]
+    pref = [float(p.get("weight", 1.0)) for p in (cfg.get("preference_rewards") or {}).values() if p is not None]
+    return rule + pref
+
+
+def run(ctx) -> dict[str, Any]:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from r1pipe import data, models, preference, rewards, training
+    from r1pipe.stages import reasoning_rl
+
+    cfg = ctx.config
+    init = parents(cfg)[0]
+    init_dir = ctx.parent_output(init, "model")
+    args = training.trl_config(GRPOConfig, NAME, reasoning_rl.trainer_block(NAME, cfg, _weights(cfg)), ctx.trainer_dir, ctx.seed)
+    remote, dtype = ctx.trust_remote_code, cfg.get("dtype", "float32")
+
+    start = 0
+    if cfg.get("preference_steps") is not None:
+        start = max(0, int(cfg["trainer"]["max_steps"]) - int(cfg["preference_steps"]))
+    judges: dict[str, tuple[Any, str]] = {}  # name -> (RewardModel, scope); one model loaded once per path
+    loaded: dict[str, Any] = {}
+    for name, p in (cfg.get("preference_rewards") or {}).items():
+        if p is None:
+            continue
+        path = str(ctx.parent_output(p["model"], "model")) if p["model"] in ctx.parent_manifests else p["model"]
+        if path not in loaded:
+            loaded[path] = preference.RewardModel(path, dtype=p.get("dtype", dtype), trust_remote_code=remote)
+        judges[name] = (loaded[path], p["scope"])
+    rule_funcs, _ = rewards.build(cfg["rewards"])
+    pref_funcs = [preference.preference_reward(n, rm, scope, start) for n, (rm, scope) in judges.items()]
+
+    reasoning = data.load_rows(cfg["data"], need=("prompt", "answer"))
+    general = data.load_rows(cfg["general_data"], need=("prompt",))
+    rows = [{"prompt": r["prompt"], "answer": r["answer"], "kind": "reasoning"} for r in reasoning]
+    rows += [{"prompt": r["prompt"], "answer": "", "kind": "general"} for r in general]
+    random.Random(ctx.seed).shuffle(rows)
+    dataset = Dataset.from_list([
+        {"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"], "verifier": cfg["verifier"],
+         "kind": r["kind"]}
+        for r in rows
+    ])  # fmt: skip
+
+    tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
+    model = models.load_causal_lm(init_dir, dtype=dtype, trust_remote_code=remote)
+    heldout = data.load_rows(cfg["general_heldout"], need=("prompt",)) if cfg.get("general_heldout") else []
+    before = _general_answers(ctx, "before", model, tokenizer, heldout, cfg) if heldout and judges else None
+
+    trainer = GRPOTrainer(model=model, reward_funcs=rule_funcs + pref_funcs, args=args, train_dataset=dataset,
+                          processing_class=tokenizer)
+    trainer.add_callback(reasoning_rl.samples_callback(trainer, ctx.dir / "samples.jsonl", cfg["log_samples"]))
+    metrics = training.train(trainer, ctx.metrics_path)
+
+    summary = (f"GRPO from `{init}` on {len(reasoning)} reasoning and {len(general)} general prompts; rule rewards "
+               f"{', '.join(f.__name__ for f in rule_funcs)}; preference rewards "
+               f"{', '.join(f'{n} ({s})' for n, (_, s) in judges.items()) or 'none'}.")
+    training.save_model(trainer.model, tokenizer, ctx.output("model"),
+                        training.model_card(NAME, ctx.parent_manifests, cfg, summary))
+    metrics.update(reasoning_prompts=len(reasoning), general_prompts=len(general), preference_from_step=start,
+                   **reasoning_rl.last_logged(ctx.metrics_path))
+    if before is not None:
+        after = _general_answers(ctx, "after", trainer.model, tokenizer, heldout, cfg)
+        metrics["heldout_preference"] = _compare(judges, heldout, before, after, init)
+        _write_samples(ctx.dir / "general_samples.jsonl", heldout, before, after)
+    return metrics
+
+
+def _general_answers(ctx, when: str, model, tokenizer, rows, cfg) -> dict[str, list]:
+    """Greedy and k sampled answers to the held-out general prompts (R1's evaluation sampling)."""
+    from r1pipe.generation import Sampling, generate
+
+    e = cfg["preference_eval"]
+    common = dict(max_new_tokens=e["max_new_tokens"], batch_size=e["batch_size"], seed=e.get("seed", 0))
+    prompts = [r["prompt"] for r in rows]
+    greedy = [o[0] for o in generate(model, tokenizer, prompts, Sampling(n=1, **common), desc=f"general ({when})")]
+    sampled = generate(model, tokenizer, prompts, Sampling(n=e["k"], temperature=e["temperature"], top_p=e["top_p"], **common),
+                       desc=f"general ({when}, k={e['k']})") if e["k"] else [[] for _ in rows]
+    return {"greedy": greedy, "samples": sampled}
+
+
+def _scores(rm, scope: str, prompts: list[str], answers: dict[str, list]) -> tuple[list[float], list[float]]:
+    """Per prompt: the greedy answer's score and the mean score of the sampled answers."""
+    from r1pipe.preference import judged_text
+
+    greedy = rm.score(prompts, [judged_text(a, scope) for a in answers["greedy"]])
+    k = len(answers["samples"][0]) if answers["samples"] else 0
+    if not k:
+        return greedy, []
+    flat = rm.score([p for p in prompts for _ in range(k)], [judged_text(a, scope) for s in answers["samples"] for a in s])
+    return greedy, [sum(flat[i * k : (i + 1) * k]) / k for i in range(len(prompts))]
+
+
+def _compare(judges, rows, before, after, init: str) -> dict[str, Any]:
+    """Mean preference reward of the starting and the trained model on the same prompts, and the paired
+    difference, for each preference reward, over greedy answers and over samples."""
+    from r1pipe.evaluation import mean_se
+
+    prompts = [r["prompt"] for r in rows]
+    out: dict[str, Any] = {"prompts": len(rows), "baseline": init}
+    for name, (rm, scope) in judges.items():
+        b_greedy, b_sampled = _scores(rm, scope, prompts, before)
+        a_greedy, a_sampled = _scores(rm, scope, prompts, after)
+        res: dict[str, Any] = {"scope": scope}
+        for label, b, a in (("greedy", b_greedy, a_greedy), ("sampled", b_sampled, a_sampled)):
+            if not a:
+                continue
+            res[f"{label}_{init}"], res[f"{label}_{init}_se"] = mean_se(b)
+            res[f"{label}_{NAME}"], res[f"{label}_{NAME}_se"] = mean_se(a)
+            res[f"{label}_diff"], res[f"{label}_diff_se"] = mean_se([y - x for x, y in zip(b, a)])
+        out[name] = res
+    return out
+
+
+def _write_samples(path: Path, rows, before, after) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        for i, r in enumerate(rows):
+            f.write(json.dumps({"prompt": r["prompt"], "reference": r.get("solution"),
+                                "before": {"greedy": before["greedy"][i], "samples": before["samples"][i]},
+                                "after": {"greedy": after["greedy"][i], "samples": after["samples"][i]}}) + "\n")
+    tmp.replace(path)

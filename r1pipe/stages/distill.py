@@ -1,0 +1,168 @@
+"""distill: teach a smaller student the final teacher's reasoning (DeepSeek-R1 §2.4).
+
+    r1pipe run --stage distill conf=tiny
+
+R1 distils by SFT only, no RL: small dense models trained on the ~800k samples of the final pipeline. Here the
+teacher (alignment_rl by default) answers the task's prompts with the generation engine, the answers are
+verified and filtered as in rejection sampling (`r1pipe/traces.py`; kept in `data/train.parquet`, dropped in
+`rejected.parquet`), non-reasoning rows are mixed in, and TRL's SFTTrainer trains the student on the result.
+
+The student is a smaller model (`student.model`: a hub id or path, e.g. Qwen/Qwen2.5-1.5B) or, when that is
+null as in the tiny preset, one built from scratch with `student.arch` on the teacher's tokenizer. With a
+shared vocabulary, `method: logits` trains it instead with TRL's DistillationTrainer (on-policy: the student
+writes, the teacher's token distribution is the target), configured by the logit_trainer: block, which is
+trl.DistillationConfig field for field (trainer: is trl.SFTConfig).
+
+`baseline.enabled` also trains the same student architecture, with the same settings, on `baseline.data` (the
+cold-start data), so the manifest and eval.json show what the teacher's traces are worth over it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+NAME = "distill"
+VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
+OUTPUTS = ("model", "data", "rejected", "baseline")  # data and rejected: method sft; baseline: when enabled
+METHODS = ("sft", "logits")
+
+
+def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
+    return (cfg.get("teacher") or "alignment_rl",)
+
+
+def _method(cfg: dict[str, Any]) -> tuple[type, dict[str, Any]]:
+    """The TRL config class of the chosen method and the stage config with that method's trainer block."""
+    from r1pipe.errors import R1Error
+
+    method = cfg.get("method", "sft")
+    if method not in METHODS:
+        raise R1Error(f"{NAME}.method={method!r}", hint=f"methods: {', '.join(METHODS)}")
+    if method == "logits":
+        from trl import DistillationConfig
+
+        return DistillationConfig, {**cfg, "trainer": cfg.get("logit_trainer") or {}}
+    from trl import SFTConfig
+
+    return SFTConfig, cfg
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    from r1pipe import traces
+    from r1pipe.errors import R1Error
+    from r1pipe.training import trl_config
+
+    cls, method_cfg = _method(cfg)
+    trl_config(cls, NAME, method_cfg, Path("unused"), seed=0)
+    if cfg.get("method", "sft") == "sft":
+        traces.validate_sampling(NAME, cfg.get("sampling") or {}, cfg["filters"])
+    student = cfg.get("student") or {}
+    if not student.get("model") and not student.get("arch"):
+        raise R1Error(f"{NAME}.student needs model (a hub id or path) or arch (to build one)", hint="see conf/stage/distill.yaml")
+    if (cfg.get("baseline") or {}).get("enabled"):
+        if cfg.get("method", "sft") != "sft":
+            raise R1Error(f"{NAME}.baseline compares SFT on two datasets; it needs method: sft",
+                          hint=f"set {NAME}.baseline.enabled=false with method: logits")
+        trl_config(cls, f"{NAME}.baseline", _baseline_cfg(cfg), Path("unused"), seed=0)
+
+
+def _baseline_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The student's settings with baseline.trainer's overrides (none by default: a like-for-like comparison)."""
+    return {**cfg, "trainer": {**cfg["trainer"], **((cfg["baseline"].get("trainer")) or {})}}
+
+
+def run(ctx) -> dict[str, Any]:
+    from datasets import Dataset
+
+    from r1pipe import data, models, training, traces
+
+    cfg = ctx.config
+    teacher = parents(cfg)[0]
+    teacher_dir = ctx.parent_output(teacher, "model")
+    remote = ctx.trust_remote_code
+    rows = data.load_rows(cfg["data"], need=("prompt", "answer"))
+    metrics: dict[str, Any] = {"method": cfg.get("method", "sft")}
+
+    student, tokenizer = _student(ctx, teacher_dir)
+    teacher_params = models.count_parameters(models.load_causal_lm(teacher_dir, trust_remote_code=remote))
+    metrics.update(student_parameters=models.count_parameters(student), teacher_parameters=teacher_params)
+    metrics["student_fraction"] = metrics["student_parameters"] / teacher_params
+
+    if metrics["method"] == "sft":
+        kept, rejected, rate = traces.sample_and_filter(ctx, teacher, rows, cfg)
+        mix = traces.non_reasoning(cfg["non_reasoning"], len(kept), ctx.seed)
+        samples = len(rows) * cfg["sampling"]["k"]
+        train = traces.write(NAME, kept, rejected, mix, ctx.seed, ctx.output("data"),
+                             ctx.output("rejected", "rejected.parquet"), cfg["min_kept"], samples)
+        metrics["traces"] = traces.stats(rows, samples, kept, rejected, mix, train, rate)
+        dataset = Dataset.from_list([{"messages": r["messages"]} for r in train])
+        summary = (f"A student distilled by SFT on {len(train)} traces of `{teacher}` (verified and filtered, "
+                   f"{len(kept)} reasoning + {len(mix)} non-reasoning).")
+        card = training.model_card(NAME, ctx.parent_manifests, cfg, summary)
+        metrics.update(training.sft_model(ctx, NAME, student, tokenizer, dataset, cfg, ctx.trainer_dir,
+                                          ctx.metrics_path, ctx.output("model"), card))
+    else:
+        metrics.update(_logit_distill(ctx, student, tokenizer, teacher_dir, rows))  # on-policy: no fixed traces
+
+    if (cfg.get("baseline") or {}).get("enabled"):
+        metrics["baseline"] = _baseline(ctx, teacher_dir, ctx.output("baseline"))
+    return metrics
+
+
+def _student(ctx, teacher_dir: Path):
+    """The student model and its tokenizer: a given smaller model, or one built from `arch` on the teacher's
+    tokenizer (same vocabulary, so logit distillation works too)."""
+    from r1pipe import models
+
+    s, remote = ctx.config["student"], ctx.trust_remote_code
+    dtype = ctx.config.get("dtype", "float32")
+    if s.get("model"):
+        tok = models.load_tokenizer(s["model"], trust_remote_code=remote, revision=s.get("revision"), check=False)
+        model = models.load_causal_lm(s["model"], dtype=dtype, trust_remote_code=remote, revision=s.get("revision"))
+        models.prepare_for_r1(tok, model)
+        return model, tok
+    tok = models.load_tokenizer(teacher_dir, trust_remote_code=remote)
+    return models.build_model(tok, s["arch"], seed=ctx.seed), tok
+
+
+def _logit_distill(ctx, student, tokenizer, teacher_dir: Path, rows) -> dict[str, Any]:
+    """On-policy logit distillation with TRL's DistillationTrainer (student and teacher share the vocabulary)."""
+    from datasets import Dataset
+    from trl import DistillationConfig, DistillationTrainer
+
+    from r1pipe import models, training
+    from r1pipe.errors import R1Error
+
+    teacher = models.load_causal_lm(teacher_dir, dtype=ctx.config.get("dtype", "float32"),
+                                    trust_remote_code=ctx.trust_remote_code)
+    if teacher.config.vocab_size != student.config.vocab_size:
+        raise R1Error(f"{NAME}: method logits needs one vocabulary, but the teacher has {teacher.config.vocab_size} "
+                      f"tokens and the student {student.config.vocab_size}", hint="use method: sft")
+    args = training.trl_config(DistillationConfig, NAME, _method(ctx.config)[1], ctx.trainer_dir, ctx.seed)
+    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}]} for r in rows])
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset,
+                                  processing_class=tokenizer)
+    metrics = training.train(trainer, ctx.metrics_path)
+    summary = f"A student distilled on-policy from `{parents(ctx.config)[0]}`'s logits on {len(rows)} prompts."
+    training.save_model(trainer.model, tokenizer, ctx.output("model"),
+                        training.model_card(NAME, ctx.parent_manifests, ctx.config, summary))
+    return {**metrics, "prompts": len(rows)}
+
+
+def _baseline(ctx, teacher_dir: Path, out: Path) -> dict[str, Any]:
+    """The same student architecture and settings trained by SFT on baseline.data, evaluated on the held-out
+    set: what the student would be without the teacher."""
+    from datasets import Dataset
+
+    from r1pipe import data, training
+
+    cfg = ctx.config
+    rows = data.load_rows(cfg["baseline"]["data"], need=("prompt", "solution"))
+    dataset = Dataset.from_list([{"messages": m["messages"]} for m in data.sft_messages(rows)])
+    student, tokenizer = _student(ctx, teacher_dir)
+    card = training.model_card(f"{NAME} baseline", ctx.parent_manifests, cfg,
+                               f"The distill student's architecture trained on {len(rows)} baseline examples alone.")
+    metrics = training.sft_model(ctx, f"{NAME}.baseline", student, tokenizer, dataset, _baseline_cfg(cfg),
+                                 ctx.dir / "baseline_trainer", ctx.dir / "baseline_metrics.jsonl", out / "model", card)
+    return {**metrics, "data_rows": len(rows)}
