@@ -46,7 +46,8 @@ def load_rows(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, s
 
 def _builtin(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, str]]:
     if source["builtin"] == smalltalk.NAME:
-        return list(smalltalk.records(int(source.get("size", 1000)), int(source.get("seed", 0)), bool(source.get("heldout"))))
+        return list(smalltalk.records(int(source.get("size", 1000)), int(source.get("seed", 0)),
+                                      bool(source.get("heldout")), float(source.get("noise") or 0.0)))
     if source["builtin"] != arithmetic.NAME:
         raise R1Error(
             f"unknown builtin task {source['builtin']!r}", hint=f"builtins: {arithmetic.NAME}, {smalltalk.NAME}"

@@ -77,6 +77,15 @@ def test_preference_pairs_are_deterministic_and_held_out_phrasings_never_train()
     assert held and not held & train_prompts
 
 
+def test_noisy_sft_replies_keep_the_prompts_and_flaw_the_asked_share():
+    clean, noisy = list(smalltalk.records(1000, 4)), list(smalltalk.records(1000, 4, noise=0.2))
+    assert [r["prompt"] for r in clean] == [r["prompt"] for r in noisy]  # same prompts, only replies differ
+    assert all(r["reference"] == c["solution"] for r, c in zip(noisy, clean))
+    flawed = [r for r in noisy if r["solution"] != r["reference"]]
+    assert 150 < len(flawed) < 250
+    assert any(r["solution"] in smalltalk.RUDE for r in flawed) and any(r["solution"] not in smalltalk.RUDE for r in flawed)
+
+
 def test_preference_files_accept_strings_and_conversations(tmp_path):
     path = tmp_path / "prefs.jsonl"
     rows = [
@@ -121,13 +130,14 @@ def test_alignment_rl_starts_from_second_sft_and_reads_the_reward_model(smoke_ru
     assert m["metrics"]["global_step"] == 4 and m["metrics"]["preference_from_step"] == 2
     assert m["metrics"]["reasoning_prompts"] == 32 and m["metrics"]["general_prompts"] == 16
     pref = m["metrics"]["heldout_preference"]
-    assert pref["prompts"] == 8 and pref["helpfulness"]["scope"] == "summary"
+    distinct = len({r["prompt"] for r in smalltalk.records(8, 8, heldout=True)})  # each prompt counts once
+    assert pref["prompts"] == distinct < 8 and pref["helpfulness"]["scope"] == "summary"
     assert {"greedy_diff", "greedy_diff_se", "sampled_diff", "sampled_second_sft", "sampled_alignment_rl"} <= set(pref["harmlessness"])
     assert "vs_second_sft" in m["eval"]
     logged = [json.loads(line) for line in (smoke_run / "alignment_rl" / "metrics.jsonl").read_text().splitlines()]
     assert any("rewards/helpfulness/mean" in r for r in logged)
     general = [json.loads(line) for line in (smoke_run / "alignment_rl" / "general_samples.jsonl").read_text().splitlines()]
-    assert len(general) == 8 and len(general[0]["after"]["samples"]) == 2
+    assert len(general) == distinct and len(general[0]["after"]["samples"]) == 2
     after = AutoModelForCausalLM.from_pretrained(smoke_run / "alignment_rl" / "model")
     before = AutoModelForCausalLM.from_pretrained(smoke_run / "second_sft" / "model")
     assert any(not torch.equal(a, b) for a, b in zip(after.parameters(), before.parameters()))
@@ -196,3 +206,24 @@ def test_logit_distillation_runs_with_trls_distillation_trainer(run_copy):
     m = _manifest(run_copy, "distill")
     assert m["metrics"]["method"] == "logits" and m["metrics"]["global_step"] == 2
     assert set(m["outputs"]) == {"model"}
+
+
+def test_distill_killed_mid_training_resumes_from_its_shards_and_checkpoint(run_copy):
+    import shutil
+    import subprocess
+    import sys
+
+    from test_pipeline import _kill_when
+
+    ov = overrides_for(run_copy, "eval.after_stage=false", "distill.baseline.enabled=false")
+    shutil.rmtree(run_copy / "distill")
+    ckpt = run_copy / "distill" / "trainer" / "checkpoint-2" / "trainer_state.json"
+    cmd = [sys.executable, "-m", "r1pipe.cli", "run", "--stage", "distill", *ov]
+    assert _kill_when(cmd, ckpt), "the student never saved a checkpoint"
+    shards = {p: p.stat().st_mtime_ns for p in (run_copy / "distill" / "shards").glob("shard-*.jsonl")}
+    assert shards and not (run_copy / "distill" / "manifest.json").exists()
+    steps = runner.run_all(config.load(ov), ov, start="distill", stop="distill")
+    assert [(s.stage, s.action) for s in steps] == [("distill", "resume")]
+    m = _manifest(run_copy, "distill")
+    assert m["resumed"] and m["metrics"]["resumed_from_step"] >= 2 and m["metrics"]["global_step"] == 4
+    assert {p: p.stat().st_mtime_ns for p in shards} == shards  # the teacher's traces were not regenerated

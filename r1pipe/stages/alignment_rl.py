@@ -108,7 +108,9 @@ def run(ctx) -> dict[str, Any]:
 
     tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
     model = models.load_causal_lm(init_dir, dtype=dtype, trust_remote_code=remote)
-    heldout = data.load_rows(cfg["general_heldout"], need=("prompt",)) if cfg.get("general_heldout") else []
+    heldout = []
+    if cfg.get("general_heldout"):  # each distinct prompt once: repeats would shrink the standard errors falsely
+        heldout = list({r["prompt"]: r for r in data.load_rows(cfg["general_heldout"], need=("prompt",))}.values())
     before = _general_answers(ctx, "before", model, tokenizer, heldout, cfg) if heldout and judges else None
 
     trainer = GRPOTrainer(model=model, reward_funcs=rule_funcs + pref_funcs, args=args, train_dataset=dataset,

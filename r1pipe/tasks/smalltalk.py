@@ -33,10 +33,10 @@ IDENTITY = ["who are you?", "what are you?", "introduce yourself", "what is your
 SELF = "I am a small assistant trained with r1pipe."
 # Phrasings used only by held-out sets (heldout=True): same facts, never a training prompt.
 HELDOUT = {
-    "greet": "hello, my name is {}",
-    "identity": ["tell me about yourself", "who am I talking to?"],
-    "capital": "what is the capital of {}?",
-    "translate": "how do you say {} in French?",
+    "greet": ["hello, my name is {}", "hey there, I'm {}", "good morning, I am {}"],
+    "identity": ["tell me about yourself", "who am I talking to?", "what kind of assistant are you?"],
+    "capital": ["what is the capital of {}?", "which city is the capital of {}?", "name the capital of {}"],
+    "translate": ["how do you say {} in French?", "what is {} in French?", "translate {} to French"],
 }
 RUDE = ["That is a stupid question.", "I do not care. Go away.", "Figure it out yourself."]
 
@@ -45,31 +45,41 @@ def example(rng: random.Random, heldout: bool = False) -> dict[str, str]:
     kind = rng.choice(["greet", "identity", "capital", "translate"])
     if kind == "greet":
         name = rng.choice(NAMES)
-        prompt = HELDOUT["greet"].format(name) if heldout else f"hi, I am {name}"
+        prompt = rng.choice(HELDOUT["greet"]).format(name) if heldout else f"hi, I am {name}"
         return {"kind": kind, "prompt": prompt, "reference": f"Hello {name}, nice to meet you."}
     if kind == "identity":
         return {"kind": kind, "prompt": rng.choice(HELDOUT["identity"] if heldout else IDENTITY), "reference": SELF}
     if kind == "capital":
         country = rng.choice(sorted(CAPITALS))
-        prompt = HELDOUT["capital"].format(country) if heldout else f"capital of {country}?"
+        prompt = rng.choice(HELDOUT["capital"]).format(country) if heldout else f"capital of {country}?"
         return {"kind": kind, "prompt": prompt, "reference": f"The capital of {country} is {CAPITALS[country]}."}
     word = rng.choice(sorted(FRENCH))
-    prompt = HELDOUT["translate"].format(word) if heldout else f"say {word} in French"
+    prompt = rng.choice(HELDOUT["translate"]).format(word) if heldout else f"say {word} in French"
     return {"kind": kind, "prompt": prompt, "reference": f"In French, {word} is {FRENCH[word]}."}
 
 
-def records(n: int, seed: int, heldout: bool = False) -> Iterator[dict[str, str]]:
-    """Rows in r1pipe's schema: prompt, the reply as `solution` (no think part), and `reference`."""
-    rng = random.Random(seed)
+def records(n: int, seed: int, heldout: bool = False, noise: float = 0.0) -> Iterator[dict[str, str]]:
+    """Rows in r1pipe's schema: prompt, the reply as `solution` (no think part), and `reference`.
+
+    `noise` is the share of rows whose `solution` is a rude or wrong reply instead of the reference, as in
+    SFT data scraped from the web: a model tuned on it misbehaves now and then, which is what alignment RL is
+    for. The prompts do not depend on it (the flaws come from a second generator)."""
+    rng, flaws = random.Random(seed), random.Random(seed + 1_000_003)
     for _ in range(n):
         ex = example(rng, heldout)
-        yield {"prompt": ex["prompt"], "solution": ex["reference"], "reference": ex["reference"]}
+        solution = ex["reference"]
+        if noise and flaws.random() < noise:
+            solution = flawed(ex, flaws, kinds=("rude", "wrong"))[1]
+        yield {"prompt": ex["prompt"], "solution": solution, "reference": ex["reference"]}
 
 
-def flawed(ex: dict[str, str], rng: random.Random) -> tuple[str, str]:
+FLAWS = ("wrong", "rude", "rude_thought", "garbled", "off_topic", "empty_thought")
+
+
+def flawed(ex: dict[str, str], rng: random.Random, kinds: tuple[str, ...] = FLAWS) -> tuple[str, str]:
     """(flaw, reply): a worse answer to `ex`. Wrong facts and garbling are unhelpful; rudeness, in the reply or
     only in a think part, is harmful (R1 judges harmlessness on the whole response, reasoning included)."""
-    flaw = rng.choice(["wrong", "rude", "rude_thought", "garbled", "off_topic", "empty_thought"])
+    flaw = rng.choice(kinds)
     ref = ex["reference"]
     if flaw == "wrong":
         if ex["kind"] == "capital":
