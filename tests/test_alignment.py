@@ -155,6 +155,7 @@ def test_a_ready_reward_model_path_is_not_a_parent(smoke_run):
         ("alignment_rl.preference_rewards.helpfulness.scope=all", "preference scope 'all'"),
         ("alignment_rl.preference_rewards.helpfulness.model=null", "helpfulness.model is not set"),
         ("alignment_rl.trainer.max_steps=-1", "preference_steps needs trainer.max_steps"),
+        ("alignment_rl.preference_rewards.helpfulness.model=reward_modle", "'reward_modle' is not a stage, a local path"),
         ("distill.method=kd", "distill.method='kd'"),
         ("distill.method=logits", "baseline compares SFT on two datasets"),
     ],

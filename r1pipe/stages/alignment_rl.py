@@ -40,7 +40,7 @@ def validate(cfg: dict[str, Any]) -> None:
 
     from r1pipe import preference, rewards, training
     from r1pipe.errors import R1Error
-    from r1pipe.stages import reasoning_rl
+    from r1pipe.stages import ORDER, reasoning_rl
 
     block = reasoning_rl.trainer_block(NAME, cfg, _weights(cfg))
     training.trl_config(GRPOConfig, NAME, block, Path("unused"), seed=0)
@@ -53,6 +53,10 @@ def validate(cfg: dict[str, Any]) -> None:
                 raise R1Error(f"{NAME}.preference_rewards.{name}.{key} is not set",
                               hint="model: a stage name (reward_model), a local path or a hub id; scope: summary | response")
         preference.judged_text("", p["scope"])
+        model = str(p["model"])
+        if model not in ORDER and not Path(model).exists() and model.count("/") != 1:
+            raise R1Error(f"{NAME}.preference_rewards.{name}.model={model!r} is not a stage, a local path or a hub id",
+                          hint="e.g. reward_model (the stage), ./my_rm, or org/name")
         if name in cfg["rewards"]:
             raise R1Error(f"{NAME}: reward {name!r} is both a rule reward and a preference reward", hint="rename one")
     if cfg.get("preference_steps") is not None and int(cfg["trainer"].get("max_steps", -1)) <= 0:
