@@ -156,6 +156,7 @@ def test_a_ready_reward_model_path_is_not_a_parent(smoke_run):
         ("alignment_rl.preference_rewards.helpfulness.model=null", "helpfulness.model is not set"),
         ("alignment_rl.trainer.max_steps=-1", "preference_steps needs trainer.max_steps"),
         ("alignment_rl.preference_rewards.helpfulness.model=reward_modle", "'reward_modle' is not a stage, a local path"),
+        ("alignment_rl.general_data=null", "preference rewards judge general prompts, but general_data is not set"),
         ("distill.method=kd", "distill.method='kd'"),
         ("distill.method=logits", "baseline compares SFT on two datasets"),
     ],

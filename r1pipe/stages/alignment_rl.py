@@ -59,6 +59,9 @@ def validate(cfg: dict[str, Any]) -> None:
                           hint="e.g. reward_model (the stage), ./my_rm, or org/name")
         if name in cfg["rewards"]:
             raise R1Error(f"{NAME}: reward {name!r} is both a rule reward and a preference reward", hint="rename one")
+    if any(p for p in (cfg.get("preference_rewards") or {}).values()) and not cfg.get("general_data"):
+        raise R1Error(f"{NAME}: preference rewards judge general prompts, but general_data is not set",
+                      hint=f"set {NAME}.general_data, or preference_rewards=null for reasoning prompts alone")
     if cfg.get("preference_steps") is not None and int(cfg["trainer"].get("max_steps", -1)) <= 0:
         raise R1Error(f"{NAME}.preference_steps needs trainer.max_steps (the last N of how many steps?)",
                       hint="set trainer.max_steps, or preference_steps=null to use them on every step")
@@ -100,7 +103,7 @@ def run(ctx) -> dict[str, Any]:
     pref_funcs = [preference.preference_reward(n, rm, scope, start) for n, (rm, scope) in judges.items()]
 
     reasoning = data.load_rows(cfg["data"], need=("prompt", "answer"))
-    general = data.load_rows(cfg["general_data"], need=("prompt",))
+    general = data.load_rows(cfg["general_data"], need=("prompt",)) if cfg.get("general_data") else []
     rows = [{"prompt": r["prompt"], "answer": r["answer"], "kind": "reasoning"} for r in reasoning]
     rows += [{"prompt": r["prompt"], "answer": "", "kind": "general"} for r in general]
     random.Random(ctx.seed).shuffle(rows)
