@@ -131,7 +131,7 @@ def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, 
     metrics, samples = evaluate_model(
         stage_dir / manifest["outputs"]["model"], rows, settings, trust_remote_code=bool(cfg.get("trust_remote_code"))
     )
-    _write_samples(stage_dir / SAMPLES, samples)
+    write_samples(stage_dir / SAMPLES, samples)
     # Against each evaluated parent, on the same problems: did this stage move the numbers?
     for parent in manifest.get("parents", []):
         before = read_samples(stage_dir.parent / parent["stage"])
@@ -144,7 +144,7 @@ def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, 
         if key != "model" and (stage_dir / rel / "model" / "config.json").exists():
             extra, extra_samples = evaluate_model(stage_dir / rel / "model", rows, settings,
                                                   trust_remote_code=bool(cfg.get("trust_remote_code")))
-            _write_samples(stage_dir / f"eval_{key}_samples.jsonl", extra_samples)
+            write_samples(stage_dir / f"eval_{key}_samples.jsonl", extra_samples)
             write_json_atomic(stage_dir / f"eval_{key}.json", extra)
             metrics[key] = {k: v for k, v in extra.items() if k != "settings"}
             metrics[f"vs_{key}"] = paired_difference(extra_samples, samples, settings["verifier"])
@@ -152,7 +152,8 @@ def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, 
     return metrics
 
 
-def _write_samples(path: Path, samples: list[dict[str, Any]]) -> None:
+def write_samples(path: Path, samples: list[dict[str, Any]]) -> None:
+    """JSON lines, written to a temporary file and renamed."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(json.dumps(s) + "\n" for s in samples))
     tmp.replace(path)  # a reader sees all the samples or the old file, never half

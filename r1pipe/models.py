@@ -122,6 +122,22 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_saved_parameters(model_dir: str | Path) -> int:
+    """Parameters of a saved model, read from its safetensors headers: no weights are loaded (a teacher may
+    be far larger than the memory a count deserves). Tied weights are saved once, as count_parameters counts them."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                n = 1
+                for dim in f.get_slice(key).get_shape():
+                    n *= dim
+                total += n
+    return total
+
+
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False, revision: str | None = None, check: bool = True):
     from transformers import AutoTokenizer
 

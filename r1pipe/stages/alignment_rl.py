@@ -16,7 +16,6 @@ The trainer: block is trl.GRPOConfig, field for field.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -186,10 +185,11 @@ def _compare(judges, rows, before, after, init: str) -> dict[str, Any]:
 
 
 def _write_samples(path: Path, rows, before, after) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        for i, r in enumerate(rows):
-            f.write(json.dumps({"prompt": r["prompt"], "reference": r.get("solution"),
-                                "before": {"greedy": before["greedy"][i], "samples": before["samples"][i]},
-                                "after": {"greedy": after["greedy"][i], "samples": after["samples"][i]}}) + "\n")
-    tmp.replace(path)
+    from r1pipe.evaluation import write_samples
+
+    write_samples(path, [
+        {"prompt": r["prompt"], "reference": r.get("solution"),
+         "before": {"greedy": before["greedy"][i], "samples": before["samples"][i]},
+         "after": {"greedy": after["greedy"][i], "samples": after["samples"][i]}}
+        for i, r in enumerate(rows)
+    ])  # fmt: skip

@@ -80,12 +80,11 @@ def run(ctx) -> dict[str, Any]:
     cfg = ctx.config
     teacher = parents(cfg)[0]
     teacher_dir = ctx.parent_output(teacher, "model")
-    remote = ctx.trust_remote_code
     rows = data.load_rows(cfg["data"], need=("prompt", "answer"))
     metrics: dict[str, Any] = {"method": cfg.get("method", "sft")}
 
     student, tokenizer = _student(ctx, teacher_dir)
-    teacher_params = models.count_parameters(models.load_causal_lm(teacher_dir, trust_remote_code=remote))
+    teacher_params = models.count_saved_parameters(teacher_dir)
     metrics.update(student_parameters=models.count_parameters(student), teacher_parameters=teacher_params)
     metrics["student_fraction"] = metrics["student_parameters"] / teacher_params
 
