@@ -20,12 +20,14 @@ install: $(VENV)/.installed
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 
-# The tiny recipe, then R1-Zero on the same tiny base (runs end to end; learns nothing from random weights).
+# The tiny recipe, then R1-Zero on the same tiny base (runs end to end; learns nothing from random weights),
+# then the status tables and the report (its path is the last line printed).
 pipeline: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(R1PIPE) run-all conf=$(CONF)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(R1PIPE) run-all conf=tiny_zero
 	$(R1PIPE) status conf=tiny_zero
 	$(R1PIPE) status conf=$(CONF)
+	$(R1PIPE) report conf=$(CONF)
 
 clean:
 	rm -rf runs outputs .pytest_cache

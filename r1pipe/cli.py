@@ -93,6 +93,7 @@ def status(overrides: Overrides = None):
 
 def _print_status(cfg, only: list[str] | None = None) -> None:
     from r1pipe import runner
+    from r1pipe.report import key_metric
 
     colors = {"complete": "green", "stale": "yellow", "partial": "cyan", "corrupt": "red", "missing": "dim"}
     rows = []
@@ -103,7 +104,7 @@ def _print_status(cfg, only: list[str] | None = None) -> None:
         fp = (m.get("fingerprint") or s.expected or "")[:8]
         dur = f"{m['duration_s']:.0f}s" if "duration_s" in m else ""
         note = "" if s.state == "complete" else s.reason
-        rows.append((name, f"[{colors[s.state]}]{s.state}[/]", fp, _key_metric(m), dur, note))
+        rows.append((name, f"[{colors[s.state]}]{s.state}[/]", fp, key_metric(m), dur, note))
     cols = ["stage", "state", "fingerprint", "key metric", "time", "note"]
     if not any(r[-1] for r in rows):  # all complete: no notes, more room for metrics
         cols, rows = cols[:-1], [r[:-1] for r in rows]
@@ -113,29 +114,6 @@ def _print_status(cfg, only: list[str] | None = None) -> None:
     for r in rows:
         table.add_row(*r)
     console.print(table)
-
-
-def _key_metric(m: dict) -> str:
-    ev, metrics = m.get("eval") or {}, m.get("metrics") or {}
-    parts = []
-    if "greedy_accuracy" in ev:
-        parts.append(f"greedy {100 * ev['greedy_accuracy']:.1f}%")
-    if "pass@1" in ev:
-        parts.append(f"pass@1 {100 * ev['pass@1']:.1f}%")
-    if "acceptance_rate" in metrics:
-        parts.append(f"{metrics['rows']} rows ({100 * metrics['acceptance_rate']:.0f}% kept)")
-    if "accuracy" in (metrics.get("heldout") or {}):  # a reward model: held-out pair accuracy
-        parts.append(f"pairs {100 * metrics['heldout']['accuracy']:.1f}% right")
-    pref = (metrics.get("heldout_preference") or {}).get("helpfulness") or {}
-    if "sampled_diff" in pref:
-        parts.append(f"helpful {pref['sampled_diff']:+.2f}")
-    if "vs_baseline" in ev and "greedy_accuracy_diff" in ev["vs_baseline"]:
-        parts.append(f"vs baseline {100 * ev['vs_baseline']['greedy_accuracy_diff']:+.1f}")
-    if not parts and "train_loss" in metrics:
-        parts.append(f"loss {metrics['train_loss']:.3f}")
-    if not parts and "parameters" in metrics:
-        parts.append(f"{metrics['parameters'] / 1e6:.2f}M params")
-    return " ".join(parts)
 
 
 @app.command()
@@ -200,6 +178,18 @@ def evaluate(stage: Annotated[str, typer.Option("--stage", "-s")], overrides: Ov
         metrics = evaluation.evaluate_stage(cfg, root / stage, s.manifest)
         mf.write_json_atomic(root / stage / mf.MANIFEST, {**s.manifest, "eval": metrics})
     console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "settings"}))
+
+
+@app.command()
+def report(overrides: Overrides = None):
+    """Write the run's report: stage table, evaluation, lineage graph and training curves (HTML + markdown + PNG)."""
+    from r1pipe import report as report_mod
+
+    cfg, _ = _setup(overrides)
+    if not config_mod.run_dir(cfg).is_dir():
+        raise R1Error(f"no run in {config_mod.run_dir(cfg)}", hint="run it first: r1pipe run-all " + f"conf={cfg.preset}")
+    path = report_mod.build(cfg)
+    console.print(f"report: {path}  (markdown: {path.with_name('report.md')})", markup=False, highlight=False)
 
 
 def main() -> None:

@@ -1,0 +1,434 @@
+"""The run report: one page that shows what every stage of a run did, with numbers and pictures.
+
+`r1pipe report conf=tiny` reads only what the stages wrote (manifests, metrics.jsonl, eval.json) and writes
+`<run>/report/`:
+
+    index.html     self-contained (CSS inline, plots embedded as base64 PNG): open it anywhere, mail it
+    report.md      the same tables, the plots linked as files
+    lineage.png    the stage graph as it ran, each node with its state and held-out accuracy
+    loss.png       training loss over steps, one panel per training stage
+    rewards.png    mean reward per reward function over steps, one panel per RL stage
+    rl_dynamics.png completion length and KL over steps for the RL stages
+    accuracy.png   held-out greedy accuracy and pass@1 by stage, with standard errors
+
+It never imports torch: matplotlib (Agg backend) draws the plots.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPORT_DIR = "report"
+
+
+@dataclass
+class StageRow:
+    name: str
+    state: str
+    reason: str
+    parents: list[str]
+    manifest: dict[str, Any] = field(default_factory=dict)
+    metrics_log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def eval(self) -> dict[str, Any]:
+        return self.manifest.get("eval") or {}
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.manifest.get("metrics") or {}
+
+
+def collect(cfg) -> list[StageRow]:
+    """Every stage of the recipe with its state, manifest and logged metrics (reads files only)."""
+    from r1pipe import config as config_mod
+    from r1pipe import runner
+
+    root = config_mod.run_dir(cfg)
+    rows = []
+    for name, s in runner.states(cfg).items():
+        manifest = s.manifest or {}
+        parents = [p["stage"] for p in manifest.get("parents", [])] or list(runner.parents_of(cfg, name))
+        rows.append(StageRow(name, s.state, s.reason, parents, manifest, read_metrics_log(root / name / "metrics.jsonl")))
+    return rows
+
+
+def read_metrics_log(path: Path) -> list[dict[str, Any]]:
+    """The per-step lines of a Trainer log; the summary line at the end of training (train_runtime) is not a step."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash: the log is for reading, not for resuming
+        if isinstance(row, dict) and "step" in row and "train_runtime" not in row:
+            out.append(row)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- summaries
+
+
+def key_metric(m: dict[str, Any]) -> str:
+    """The one-line summary `status` and the report show for a manifest."""
+    ev, metrics = m.get("eval") or {}, m.get("metrics") or {}
+    parts = []
+    if "greedy_accuracy" in ev:
+        parts.append(f"greedy {100 * ev['greedy_accuracy']:.1f}%")
+    if "pass@1" in ev:
+        parts.append(f"pass@1 {100 * ev['pass@1']:.1f}%")
+    if "acceptance_rate" in metrics:
+        parts.append(f"{metrics['rows']} rows ({100 * metrics['acceptance_rate']:.0f}% kept)")
+    if "accuracy" in (metrics.get("heldout") or {}):  # a reward model: held-out pair accuracy
+        parts.append(f"pairs {100 * metrics['heldout']['accuracy']:.1f}% right")
+    pref = (metrics.get("heldout_preference") or {}).get("helpfulness") or {}
+    if "sampled_diff" in pref:
+        parts.append(f"helpful {pref['sampled_diff']:+.2f}")
+    if "vs_baseline" in ev and "greedy_accuracy_diff" in ev["vs_baseline"]:
+        parts.append(f"vs baseline {100 * ev['vs_baseline']['greedy_accuracy_diff']:+.1f}")
+    if not parts and "train_loss" in metrics:
+        parts.append(f"loss {metrics['train_loss']:.3f}")
+    if not parts and "parameters" in metrics:
+        parts.append(f"{metrics['parameters'] / 1e6:.2f}M params")
+    return " ".join(parts)
+
+
+# The settings a reader wants first, in TRL's names; the full config is in each stage's config.yaml.
+KEY_SETTINGS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "num_generations",
+                "beta", "temperature", "max_completion_length")
+
+
+def key_settings(config: dict[str, Any]) -> str:
+    trainer = config.get("trainer") or {}
+    parts = [f"{k}={trainer[k]}" for k in KEY_SETTINGS if trainer.get(k) not in (None, -1)]
+    for k in ("k", "method", "init", "teacher"):
+        if isinstance(config.get(k), (str, int, float)):
+            parts.append(f"{k}={config[k]}")
+    return ", ".join(parts)
+
+
+def pct(value: float | None, se: float | None = None) -> str:
+    if value is None:
+        return ""
+    return f"{100 * value:.1f}% ± {100 * se:.1f}" if se is not None else f"{100 * value:.1f}%"
+
+
+def table(rows: list[StageRow]) -> tuple[list[str], list[list[str]]]:
+    """The stage table: one row per stage, as plain strings (HTML and markdown render the same cells)."""
+    head = ["stage", "state", "reads", "time", "key settings", "result", "greedy", "pass@1", "cons@k", "Δ greedy vs parent"]
+    body = []
+    for r in rows:
+        ev = r.eval
+        k = ev.get("k")
+        diffs = [f"{100 * v['greedy_accuracy_diff']:+.1f} ± {100 * v['greedy_accuracy_diff_se']:.1f} ({key[3:]})"
+                 for key, v in ev.items() if key.startswith("vs_") and isinstance(v, dict) and "greedy_accuracy_diff" in v]
+        body.append([
+            r.name,
+            r.state,
+            ", ".join(r.parents) or "config",
+            f"{r.manifest['duration_s']:.0f} s" if "duration_s" in r.manifest else "",
+            key_settings(r.manifest.get("config") or {}),
+            key_metric(r.manifest),
+            pct(ev.get("greedy_accuracy"), ev.get("greedy_accuracy_se")),
+            pct(ev.get("pass@1"), ev.get("pass@1_se")),
+            pct(ev.get(f"cons@{k}")) + (f" (k={k})" if k else "") if k else "",
+            "; ".join(diffs),
+        ])
+    return head, body
+
+
+# ------------------------------------------------------------------------------------------------- plots
+
+
+def _series(log: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    pts = [(row["step"], row[key]) for row in log if isinstance(row.get(key), (int, float))]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _panels(n: int, title: str, height: float = 2.6):
+    import matplotlib.pyplot as plt
+
+    cols = min(n, 3)
+    rows_ = -(-n // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(4.2 * cols, height * rows_), squeeze=False)
+    fig.suptitle(title, fontsize=11)
+    flat = [a for row in axes for a in row]
+    for a in flat[n:]:
+        a.set_visible(False)
+    return fig, flat[:n]
+
+
+def plot_loss(rows: list[StageRow], path: Path) -> bool:
+    trained = [r for r in rows if _series(r.metrics_log, "loss")[0]]
+    if not trained:
+        return False
+    fig, axes = _panels(len(trained), "training loss")
+    for ax, r in zip(axes, trained):
+        ax.plot(*_series(r.metrics_log, "loss"), color="#1f77b4", lw=1.3)
+        rl = bool(_reward_functions(r.metrics_log))  # GRPO's loss is a surrogate near zero, not a fit measure
+        ax.set_title(f"{r.name} (GRPO surrogate)" if rl else r.name, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _reward_functions(log: list[dict[str, Any]]) -> list[str]:
+    names = {k.split("/")[1] for row in log for k in row if k.startswith("rewards/") and k.endswith("/mean")}
+    return sorted(names)
+
+
+def plot_rewards(rows: list[StageRow], path: Path) -> bool:
+    rl = [r for r in rows if _reward_functions(r.metrics_log)]
+    if not rl:
+        return False
+    fig, axes = _panels(len(rl), "mean reward per function (GRPO)")
+    for ax, r in zip(axes, rl):
+        for fn in _reward_functions(r.metrics_log):
+            ax.plot(*_series(r.metrics_log, f"rewards/{fn}/mean"), lw=1.2, label=fn)
+        ax.plot(*_series(r.metrics_log, "reward"), lw=1.6, color="black", ls="--", label="total (weighted)")
+        ax.set_title(r.name, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    return _save(fig, path)
+
+
+def plot_rl_dynamics(rows: list[StageRow], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    rl = [r for r in rows if _series(r.metrics_log, "completions/mean_length")[0]]
+    if not rl:
+        return False
+    fig, axes = plt.subplots(2, len(rl), figsize=(4.2 * len(rl), 4.8), squeeze=False)
+    fig.suptitle("RL dynamics: completion length and KL to the reference", fontsize=11)
+    for j, r in enumerate(rl):
+        for i, (key, label) in enumerate((("completions/mean_length", "mean completion tokens"), ("kl", "KL"))):
+            ax = axes[i][j]
+            xs, ys = _series(r.metrics_log, key)
+            ax.plot(xs, ys, lw=1.3, color="#d62728" if key == "kl" else "#2ca02c")
+            ax.set_title(f"{r.name}: {label}", fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            if not xs:
+                ax.text(0.5, 0.5, "not logged (beta = 0)", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+    return _save(fig, path)
+
+
+def plot_accuracy(rows: list[StageRow], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    bars = []  # (label, greedy, greedy_se, pass@1, pass@1_se)
+    for r in rows:
+        ev = r.eval
+        if "greedy_accuracy" in ev or "pass@1" in ev:
+            bars.append((r.name, ev.get("greedy_accuracy"), ev.get("greedy_accuracy_se"), ev.get("pass@1"), ev.get("pass@1_se")))
+        for key, extra in ev.items():  # distill's baseline student, evaluated beside it
+            if isinstance(extra, dict) and "greedy_accuracy" in extra and "n_problems" in extra:
+                bars.append((f"{r.name}\n({key})", extra.get("greedy_accuracy"), extra.get("greedy_accuracy_se"),
+                             extra.get("pass@1"), extra.get("pass@1_se")))
+    if not bars:
+        return False
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.25 * len(bars) + 2), 3.6))
+    xs = range(len(bars))
+    w = 0.38
+    for off, idx, label, color in ((-w / 2, 1, "greedy", "#1f77b4"), (w / 2, 3, "pass@1 (T=0.6)", "#ff7f0e")):
+        vals = [100 * (b[idx] or 0) for b in bars]
+        errs = [100 * (b[idx + 1] or 0) for b in bars]
+        rects = ax.bar([x + off for x in xs], vals, w, yerr=errs, capsize=3, label=label, color=color)
+        ax.bar_label(rects, fmt="%.1f", fontsize=7, padding=2)
+    ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=8)
+    ax.set_ylabel("held-out accuracy, %")
+    ax.set_ylim(0, 105)
+    ax.set_title("held-out accuracy by stage (error bars: one standard error)", fontsize=11)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_lineage(rows: list[StageRow], path: Path) -> bool:
+    """The stage graph as it ran: columns by depth (a stage sits right of everything it reads)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    depth: dict[str, int] = {}
+    for r in rows:  # rows are in graph order, so parents come first
+        depth[r.name] = 1 + max((depth[p] for p in r.parents if p in depth), default=-1)
+    # A side branch (reward_model) sits just before the stage that reads it, not beside the one it reads.
+    children = {r.name: [c.name for c in rows if r.name in c.parents] for r in rows}
+    for r in reversed(rows):
+        if children[r.name] and r.parents:
+            depth[r.name] = max(depth[r.name], min(depth[c] for c in children[r.name]) - 1)
+    columns: dict[int, list[str]] = {}
+    for r in rows:
+        columns.setdefault(depth[r.name], []).append(r.name)
+    pos = {name: (d, -i) for d, names in columns.items() for i, name in enumerate(names)}
+    colors = {"complete": "#d8f0d8", "stale": "#fff2c2", "partial": "#d6ecf7", "corrupt": "#f7d4d4", "missing": "#eeeeee"}
+    tall = max(len(v) for v in columns.values())
+    fig, ax = plt.subplots(figsize=(2.1 * len(columns) + 0.5, 1.35 * tall + 0.6))
+    by_name = {r.name: r for r in rows}
+    for r in rows:
+        for p in r.parents:
+            if p in pos:
+                (x0, y0), (x1, y1) = pos[p], pos[r.name]
+                if y0 == y1 and x1 - x0 > 1:  # skips columns: arc under the boxes in between
+                    start, end, style = (x0, y0 - 0.3), (x1, y1 - 0.3), "arc3,rad=0.25"
+                elif y1 < y0:  # down to a side branch: leave from the bottom edge, clear of the row's boxes
+                    start, end, style = (x0 + 0.2, y0 - 0.3), (x1 - 0.42, y1), "arc3,rad=0.1"
+                else:
+                    start, end, style = (x0 + 0.42, y0), (x1 - 0.42, y1), "arc3,rad=0.0"
+                ax.annotate("", xy=end, xytext=start,
+                            arrowprops=dict(arrowstyle="-|>", color="#555555", lw=1.1, connectionstyle=style))
+    for name, (x, y) in pos.items():
+        r = by_name[name]
+        ax.add_patch(FancyBboxPatch((x - 0.42, y - 0.3), 0.84, 0.6, boxstyle="round,pad=0.02",
+                                    fc=colors.get(r.state, "#eeeeee"), ec="#333333", lw=1))
+        ev = r.eval
+        sub = f"greedy {100 * ev['greedy_accuracy']:.1f}%" if "greedy_accuracy" in ev else r.state
+        ax.text(x, y + 0.09, name, ha="center", va="center", fontsize=8.5, weight="bold")
+        ax.text(x, y - 0.13, sub, ha="center", va="center", fontsize=7.5)
+    ax.set_xlim(-0.6, len(columns) - 0.4)
+    ax.set_ylim(-tall + 0.4, 0.6)
+    ax.axis("off")
+    ax.set_title("lineage (arrows: which stage's output each stage reads)", fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+PLOTS = (
+    ("lineage.png", "Lineage", plot_lineage),
+    ("accuracy.png", "Held-out accuracy by stage", plot_accuracy),
+    ("loss.png", "Training loss", plot_loss),
+    ("rewards.png", "Reward per function", plot_rewards),
+    ("rl_dynamics.png", "Completion length and KL", plot_rl_dynamics),
+)
+
+
+# ------------------------------------------------------------------------------------------------ writers
+
+
+def build(cfg) -> Path:
+    """Write the report for cfg's run directory; returns the path of index.html."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    from r1pipe import config as config_mod
+    from r1pipe.manifest import write_json_atomic
+
+    root = config_mod.run_dir(cfg)
+    out = root / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    rows = collect(cfg)
+    plots = [(name, title) for name, title, fn in PLOTS if fn(rows, out / name)]
+    head, body = table(rows)
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    title = f"r1pipe run {root} (conf={cfg.preset})"
+    evals = _eval_details(rows)
+    (out / "report.md").write_text(_markdown(title, when, head, body, plots, evals))
+    html_path = out / "index.html"
+    tmp = out / ".index.html.tmp"
+    tmp.write_text(_html(title, when, head, body, plots, evals, out))
+    tmp.replace(html_path)
+    write_json_atomic(out / "summary.json", {"generated_at": when, "stages": {r.name: {"state": r.state, "eval": r.eval}
+                                                                               for r in rows}})
+    return html_path
+
+
+def _eval_details(rows: list[StageRow]) -> list[list[str]]:
+    """Per stage and benchmark: the protocol's numbers, strict format apart from lenient accuracy."""
+    out = []
+    for r in rows:
+        ev = r.eval
+        benches = {"heldout": ev} if "n_problems" in ev else {}
+        benches |= {k: v for k, v in (ev.get("benchmarks") or {}).items() if isinstance(v, dict)}
+        for bench, m in benches.items():
+            k = m.get("k")
+            out.append([r.name, bench, str(m.get("n_problems", "")),
+                        pct(m.get("greedy_accuracy"), m.get("greedy_accuracy_se")),
+                        pct(m.get("pass@1"), m.get("pass@1_se")),
+                        pct(m.get(f"cons@{k}"), m.get(f"cons@{k}_se")) if k else "",
+                        pct(m.get("strict_format")),
+                        f"{m['mean_think_chars']:.0f} / {m['mean_answer_chars']:.0f}" if "mean_think_chars" in m else "",
+                        "hit" if m.get("cached") else ""])
+    return out
+
+
+EVAL_HEAD = ["stage", "benchmark", "problems", "greedy", "pass@1", "cons@k", "strict format", "think / answer chars",
+             "cache"]
+
+
+def _md_table(head: list[str], body: list[list[str]]) -> str:
+    def cell(s: str) -> str:
+        return s.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _markdown(title, when, head, body, plots, evals) -> str:
+    parts = [f"# {title}", f"Generated {when} by `r1pipe report`.", "## Stages", _md_table(head, body)]
+    if evals:
+        parts += ["## Evaluation (R1 protocol: pass@1 over k samples at T=0.6, top-p 0.95; ± one standard error)",
+                  _md_table(EVAL_HEAD, evals)]
+    for name, plot_title in plots:
+        parts += [f"## {plot_title}", f"![{plot_title}]({name})"]
+    return "\n\n".join(parts) + "\n"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:1200px;
+color:#222;padding:0 1rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+table{border-collapse:collapse;font-size:.85rem;width:100%}th,td{border:1px solid #ddd;padding:.3rem .5rem;
+text-align:left;vertical-align:top}th{background:#f4f4f4}tr:nth-child(even) td{background:#fafafa}
+.complete{color:#1a7f37;font-weight:600}.stale{color:#9a6700}.partial{color:#0969da}.corrupt{color:#cf222e}
+.missing{color:#888}img{max-width:100%;border:1px solid #eee;margin:.5rem 0}.meta{color:#666;font-size:.85rem}
+"""
+
+
+def _html_table(head: list[str], body: list[list[str]], state_col: int | None = None) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = []
+    for row in body:
+        tds = []
+        for i, c in enumerate(row):
+            cls = f' class="{html.escape(c)}"' if i == state_col else ""
+            tds.append(f"<td{cls}>{html.escape(c)}</td>")
+        trs.append("<tr>" + "".join(tds) + "</tr>")
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(trs)}</tbody></table>"
+
+
+def _html(title, when, head, body, plots, evals, out: Path) -> str:
+    sections = [f"<h1>{html.escape(title)}</h1>", f'<p class="meta">Generated {when} by <code>r1pipe report</code>. '
+                "Every number is read from the stages' manifests, metrics.jsonl and eval.json.</p>",
+                "<h2>Stages</h2>", _html_table(head, body, state_col=1)]
+    if evals:
+        sections += ["<h2>Evaluation</h2><p class=\"meta\">R1's protocol: greedy accuracy; pass@1 = mean correctness "
+                     "over k samples at temperature 0.6, top-p 0.95; cons@k = majority vote; strict format counted "
+                     "apart from lenient answer accuracy; ± one standard error over problems.</p>",
+                     _html_table(EVAL_HEAD, evals)]
+    for name, plot_title in plots:
+        data = base64.b64encode((out / name).read_bytes()).decode()
+        sections.append(f'<h2>{html.escape(plot_title)}</h2><img alt="{html.escape(plot_title)}" '
+                        f'src="data:image/png;base64,{data}">')
+    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n")
