@@ -176,7 +176,9 @@ def evaluate(stage: Annotated[str, typer.Option("--stage", "-s")], overrides: Ov
         if not s.complete or "model" not in s.manifest.get("outputs", {}):
             raise R1Error(f"{stage} is {s.state} ({s.reason})", hint=f"run it first: r1pipe run --stage {stage}")
         metrics = evaluation.evaluate_stage(cfg, root / stage, s.manifest)
-        mf.write_json_atomic(root / stage / mf.MANIFEST, {**s.manifest, "eval": metrics})
+        manifest = {**s.manifest, "eval": metrics}
+        mf.write_json_atomic(root / stage / mf.MANIFEST, manifest)
+        runner.write_cards(root, root / stage, manifest)
     console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "settings"}))
 
 

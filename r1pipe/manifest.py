@@ -80,9 +80,18 @@ def parent_lineage(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _content_files(path: Path) -> list[Path]:
+    """The files an output's hash covers. A model card (README.md beside a config.json) is left out: it is
+    generated from the manifests and rewritten when evaluation adds numbers, after the hash is recorded."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*")
+                  if p.is_file() and not (p.name == "README.md" and (p.parent / "config.json").is_file()))
+
+
 def hash_path(path: Path) -> dict[str, Any]:
     """Content hash of a file or directory tree: sha256 over sorted relative paths and file bytes."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = _content_files(path)
     h, size = hashlib.sha256(), 0
     for f in files:
         rel = f.name if f == path else f.relative_to(path).as_posix()
@@ -97,9 +106,7 @@ def hash_path(path: Path) -> dict[str, Any]:
 
 def quick_stat(path: Path) -> tuple[int, int]:
     """(total bytes, file count): the cheap check `status` makes before trusting a manifest."""
-    if path.is_file():
-        return path.stat().st_size, 1
-    files = [p for p in path.rglob("*") if p.is_file()]
+    files = _content_files(path)
     return sum(p.stat().st_size for p in files), len(files)
 
 

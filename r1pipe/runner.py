@@ -242,6 +242,7 @@ def _execute(
     }
     mf.write_json_atomic(stage_dir / mf.MANIFEST, manifest)
     (stage_dir / mf.IN_PROGRESS).unlink(missing_ok=True)
+    write_cards(root, stage_dir, manifest)
     log.info("%s: complete in %.1fs", name, manifest["duration_s"])
     # Evaluation comes after the manifest: a failed evaluation never costs a finished stage
     # (`r1pipe eval --stage NAME` retries it).
@@ -258,7 +259,20 @@ def _execute(
                 raise
         else:
             mf.write_json_atomic(stage_dir / mf.MANIFEST, manifest)
+            write_cards(root, stage_dir, manifest)
     return manifest
+
+
+def write_cards(root: Path, stage_dir: Path, manifest: dict[str, Any]) -> None:
+    """Model cards from the lineage. A card is documentation: failing to write one never fails a stage."""
+    from r1pipe import modelcard
+
+    try:
+        modelcard.write_cards(root, stage_dir, manifest)
+    except Exception as e:  # noqa: BLE001 - reported; the stage and its outputs are untouched
+        log.error("%s: could not write the model card (%s)", manifest["stage"], e)
+        if log.isEnabledFor(logging.DEBUG):
+            raise
 
 
 def run_all(

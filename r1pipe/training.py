@@ -114,15 +114,14 @@ def save_model(model, tokenizer, path: Path, card: str) -> None:
 
 
 def model_card(stage: str, parents: dict[str, dict[str, Any]], config: dict[str, Any], summary: str) -> str:
-    lineage = "\n".join(f"- {p}: fingerprint `{m['fingerprint'][:12]}`" for p, m in parents.items()) or "- (none)"
-    trainer = "\n".join(f"| {k} | {v} |" for k, v in sorted((config.get("trainer") or {}).items()))
-    return (
-        f"---\nlibrary_name: transformers\ntags: [r1pipe, {stage}]\n---\n\n"
-        f"# r1pipe `{stage}` model\n\n{summary}\n\n## Lineage\n{lineage}\n\n"
-        f"## Training settings\n| key | value |\n|---|---|\n{trainer}\n\n"
-        "Load it with `AutoModelForCausalLM.from_pretrained(path)` and `AutoTokenizer.from_pretrained(path)`; "
-        "prompts go through the tokenizer's chat template.\n"
-    )
+    """The card a stage saves with its model: what the stage did, in its own words. Once the stage is
+    complete the runner rewrites it with the whole lineage and the evaluation (r1pipe.modelcard), keeping
+    this summary between the markers."""
+    from r1pipe.modelcard import SUMMARY_END, SUMMARY_START
+
+    lineage = ", ".join(f"{p} (`{m['fingerprint'][:12]}`)" for p, m in parents.items()) or "config"
+    return (f"---\nlibrary_name: transformers\ntags: [r1pipe, {stage}]\n---\n\n# r1pipe `{stage}` model\n\n"
+            f"{SUMMARY_START}\n{summary}\n{SUMMARY_END}\n\nRead: {lineage}.\n")
 
 
 def sft(ctx, stage: str, init: str, dataset, summary: str) -> dict[str, Any]:
