@@ -1,27 +1,33 @@
-"""Evaluation under R1's protocol, on a stage's model and the task's held-out problems.
+"""Evaluation under R1's protocol, on a stage's model and every benchmark in `eval.benchmarks` (the task's
+held-out problems first; GSM8K, MATH-500 and AIME 2024 in their public layouts via `r1pipe.benchmarks`).
 
 - greedy accuracy (one deterministic answer per problem),
 - pass@1 = mean correctness over k samples at temperature 0.6, top-p 0.95 (R1 avoids greedy for headline
   numbers), and cons@k = majority vote over those k,
 - strict-format rate kept apart from lenient answer accuracy,
 each with its standard error over problems. Every sample is saved in `eval_samples.jsonl`, so the numbers in
-`eval.json` can be recomputed from it independently (`summarize`).
+`eval.json` can be recomputed from it independently (`summarize`). Results are cached by (model content
+hash, benchmark rows, generation settings) and generated in resumable shards.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from r1pipe import rewards
-from r1pipe.data import load_rows
+from r1pipe import benchmarks, rewards
+from r1pipe.errors import R1Error
 from r1pipe.manifest import write_json_atomic
 
-EVAL_JSON, SAMPLES = "eval.json", "eval_samples.jsonl"
+EVAL_JSON, SAMPLES, CACHE_DIR = "eval.json", "eval_samples.jsonl", "eval_cache"
+log = logging.getLogger("r1pipe")
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -85,30 +91,92 @@ def paired_difference(before: list[dict[str, Any]], after: list[dict[str, Any]],
     return out
 
 
-def read_samples(stage_dir: Path) -> list[dict[str, Any]] | None:
-    path = stage_dir / SAMPLES
+def samples_file(benchmark_index: int, name: str) -> str:
+    """The headline benchmark keeps the plain name (what paired comparisons and older runs read)."""
+    return SAMPLES if benchmark_index == 0 else f"eval_samples.{name}.jsonl"
+
+
+def read_samples(stage_dir: Path, name: str = SAMPLES) -> list[dict[str, Any]] | None:
+    path = stage_dir / name
     if not path.exists():
         return None
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def evaluate_model(
-    model_dir: Path, rows: list[dict[str, str]], settings: dict[str, Any], trust_remote_code: bool = False
-) -> tuple[dict, list]:
-    """Generate greedy and sampled answers for `rows` and score them. Returns (metrics, samples)."""
-    from r1pipe.generation import Sampling, make_engine
+def benchmark_specs(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """eval.benchmarks as flat specs, in order (the first is the headline). A spec may hold its data source
+    under `source:` (how the config points at the task's held-out set) or be the source itself."""
+    specs = settings.get("benchmarks") or {}
+    if not specs:
+        raise R1Error("eval.benchmarks is empty", hint="e.g. eval.benchmarks.heldout={source: ${task.heldout}}")
+    out = {}
+    for name, spec in specs.items():
+        if not isinstance(spec, dict):
+            raise R1Error(f"eval.benchmarks.{name} must be a mapping, got {spec!r}",
+                          hint="e.g. {schema: gsm8k, path: data/gsm8k_test.jsonl}")
+        spec = dict(spec)
+        source = spec.pop("source", None)
+        out[name] = {**source, **spec} if isinstance(source, dict) else spec
+    return out
 
-    engine = make_engine(model_dir, backend=settings.get("backend", "transformers"),
-                         dtype=settings.get("dtype", "float32"), trust_remote_code=trust_remote_code)
+
+# Settings that change what is generated or how it is scored. The cache key covers exactly these, with the
+# model's content hash and the benchmark's rows: change any and the numbers are computed again.
+GENERATION_KEYS = ("backend", "dtype", "greedy", "k", "temperature", "top_p", "max_new_tokens", "batch_size", "seed",
+                   "shard_size", "budget")
+
+
+def cache_key(model_sha256: str, rows: list[dict[str, str]], settings: dict[str, Any], verifier: str) -> str:
+    rows_sha = hashlib.sha256(json.dumps([[r.get("id"), r["prompt"], r["answer"]] for r in rows]).encode()).hexdigest()
+    gen = {k: settings.get(k) for k in GENERATION_KEYS}
+    blob = json.dumps({"model": model_sha256, "rows": rows_sha, "settings": gen, "verifier": verifier,
+                       "protocol": PROTOCOL_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+PROTOCOL_VERSION = 2  # bump when summarize() or the sampling procedure changes what a cached result means
+
+
+def evaluate_model(
+    model_dir: Path, rows: list[dict[str, str]], settings: dict[str, Any], verifier: str, work_dir: Path,
+    trust_remote_code: bool = False,
+) -> tuple[dict, list, bool]:
+    """Greedy and sampled answers for `rows`, scored. Returns (metrics, samples, cache_hit).
+
+    `work_dir` is this (model, benchmark, settings)'s cache entry: generation goes there in shards, so an
+    interrupted evaluation resumes; a finished one is reused without loading the model at all."""
+    from r1pipe.generation import Sampling, generate_sharded, make_engine
+
+    done_metrics, done_samples = work_dir / "metrics.json", work_dir / SAMPLES
+    if settings.get("cache", True) and done_metrics.exists() and done_samples.exists():
+        return json.loads(done_metrics.read_text()), read_samples(work_dir) or [], True
+    if not settings.get("cache", True) and work_dir.exists():
+        shutil.rmtree(work_dir)  # asked not to reuse anything, shards included
+    work_dir.mkdir(parents=True, exist_ok=True)
+    engine_box: list = []
+
+    def engine(turns, sampling):  # the model loads on first use: a resumed run may need none of it
+        if not engine_box:
+            engine_box.append(make_engine(model_dir, backend=settings.get("backend", "transformers"),
+                                          dtype=settings.get("dtype", "float32"), trust_remote_code=trust_remote_code))
+        return engine_box[0](turns, sampling)
+
     prompts = [r["prompt"] for r in rows]
     t0 = time.time()
-    common = dict(max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"], seed=settings["seed"])
-    greedy = engine(prompts, Sampling(n=1, **common)) if settings["greedy"] else None
-    sampled = None
+    budget = settings.get("budget") or {}
+    common = dict(max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"], seed=settings["seed"],
+                  max_think_tokens=budget.get("max_think_tokens"), min_think_tokens=budget.get("min_think_tokens"),
+                  max_waits=int(budget.get("max_waits") or 0))
+    shard = int(settings.get("shard_size") or len(prompts))
+    greedy = sampled = None
+    if settings["greedy"]:
+        greedy, _ = generate_sharded(engine, prompts, Sampling(n=1, **common), work_dir / "greedy", shard, log)
     if settings["k"] > 0:
-        sampled = engine(prompts, Sampling(n=settings["k"], temperature=settings["temperature"], top_p=settings["top_p"], **common))
+        sampling = Sampling(n=settings["k"], temperature=settings["temperature"], top_p=settings["top_p"], **common)
+        sampled, _ = generate_sharded(engine, prompts, sampling, work_dir / "sampled", shard, log)
     samples = [
         {
+            "id": r.get("id"),
             "prompt": r["prompt"],
             "answer": r["answer"],
             "greedy": greedy[i][0] if greedy else None,
@@ -116,38 +184,66 @@ def evaluate_model(
         }
         for i, r in enumerate(rows)
     ]
-    metrics = summarize(samples, settings["verifier"])
+    metrics = summarize(samples, verifier)
     metrics["seconds"] = round(time.time() - t0, 2)
-    metrics["settings"] = {k: v for k, v in settings.items() if k not in ("heldout", "after_stage")}
-    return metrics, samples
+    metrics["settings"] = {k: settings.get(k) for k in GENERATION_KEYS} | {"verifier": verifier}
+    write_samples(done_samples, samples)
+    write_json_atomic(done_metrics, metrics)  # last: its presence means the entry is whole
+    for part in ("greedy", "sampled"):
+        shutil.rmtree(work_dir / part, ignore_errors=True)  # the samples file holds it all now
+    return metrics, samples, False
 
 
 def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate a stage's model on the task's held-out set; writes eval.json and eval_samples.jsonl."""
+    """Evaluate a stage's model on every configured benchmark; writes eval.json and the samples files.
+
+    Results are cached under `<run>/eval_cache/` by (model content hash, benchmark rows, settings): evaluating
+    an unchanged model again reads the cache, and an interrupted evaluation resumes from its shards."""
     from r1pipe.config import to_plain
 
     settings = to_plain(cfg.eval)
-    rows = load_rows(settings["heldout"], need=("prompt", "answer"))
-    metrics, samples = evaluate_model(
-        stage_dir / manifest["outputs"]["model"], rows, settings, trust_remote_code=bool(cfg.get("trust_remote_code"))
-    )
-    write_samples(stage_dir / SAMPLES, samples)
-    # Against each evaluated parent, on the same problems: did this stage move the numbers?
-    for parent in manifest.get("parents", []):
-        before = read_samples(stage_dir.parent / parent["stage"])
-        if before:
-            diff = paired_difference(before, samples, settings["verifier"])
-            if diff:
-                metrics[f"vs_{parent['stage']}"] = diff
-    # A second model among the outputs (distill's baseline student): evaluated the same way, and compared.
+    trc = bool(cfg.get("trust_remote_code"))
+    specs = benchmark_specs(settings)
+    cache_root = stage_dir.parent / CACHE_DIR
+    metrics: dict[str, Any] = {}
+    others: dict[str, Any] = {}
+    headline_rows: list[dict[str, str]] = []
+    for index, (name, spec) in enumerate(specs.items()):
+        rows = benchmarks.load(name, spec)
+        verifier = benchmarks.verifier(spec)
+        key = cache_key(manifest["hashes"]["model"]["sha256"], rows, settings, verifier)
+        m, samples, hit = evaluate_model(stage_dir / manifest["outputs"]["model"], rows, settings, verifier,
+                                         cache_root / key, trust_remote_code=trc)
+        log.info("%s: %s on %s (%d problems)%s", stage_dir.name, "cache hit" if hit else "evaluated", name, len(rows),
+                 f", cache {key}" if hit else "")
+        m = {"benchmark": name, **m, "cache": {"key": key, "hit": hit}}
+        fname = samples_file(index, name)
+        write_samples(stage_dir / fname, samples)
+        # Against each evaluated parent, on the same problems: did this stage move the numbers?
+        for parent in manifest.get("parents", []):
+            before = read_samples(stage_dir.parent / parent["stage"], fname)
+            if before:
+                diff = paired_difference(before, samples, verifier)
+                if diff:
+                    m[f"vs_{parent['stage']}"] = diff
+        if index == 0:
+            metrics, headline_rows, headline_verifier = m, rows, verifier
+            headline_samples = samples
+        else:
+            others[name] = m
+    if others:
+        metrics["benchmarks"] = others
+    # A second model among the outputs (distill's baseline student): evaluated the same way on the headline
+    # benchmark, and compared.
     for key, rel in manifest.get("outputs", {}).items():
         if key != "model" and (stage_dir / rel / "model" / "config.json").exists():
-            extra, extra_samples = evaluate_model(stage_dir / rel / "model", rows, settings,
-                                                  trust_remote_code=bool(cfg.get("trust_remote_code")))
+            ckey = cache_key(manifest["hashes"][key]["sha256"], headline_rows, settings, headline_verifier)
+            extra, extra_samples, _ = evaluate_model(stage_dir / rel / "model", headline_rows, settings,
+                                                     headline_verifier, cache_root / ckey, trust_remote_code=trc)
             write_samples(stage_dir / f"eval_{key}_samples.jsonl", extra_samples)
             write_json_atomic(stage_dir / f"eval_{key}.json", extra)
             metrics[key] = {k: v for k, v in extra.items() if k != "settings"}
-            metrics[f"vs_{key}"] = paired_difference(extra_samples, samples, settings["verifier"])
+            metrics[f"vs_{key}"] = paired_difference(extra_samples, headline_samples, headline_verifier)
     write_json_atomic(stage_dir / EVAL_JSON, metrics)
     return metrics
 

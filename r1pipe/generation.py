@@ -18,6 +18,17 @@ class Sampling:
     max_new_tokens: int = 64
     batch_size: int = 256  # sequences per forward pass (prompts x n)
     seed: int = 0
+    # s1's budget forcing (arXiv 2501.19393), off when None: see generate_budget_forced.
+    max_think_tokens: int | None = None
+    min_think_tokens: int | None = None
+    max_waits: int = 0
+
+    @property
+    def budget_forced(self) -> bool:
+        return bool(self.max_think_tokens) or (bool(self.min_think_tokens) and self.max_waits > 0)
+
+
+THINK_END, WAIT = "</think>", "Wait"
 
 
 def chat_prompts(tokenizer, user_turns: list[str]) -> list[str]:
@@ -30,6 +41,8 @@ def chat_prompts(tokenizer, user_turns: list[str]) -> list[str]:
 def generate(model, tokenizer, user_turns: list[str], sampling: Sampling, desc: str = "generating") -> list[list[str]]:
     """`sampling.n` completions for each user turn, decoded without special tokens (tags stay: they are
     ordinary tokens)."""
+    if sampling.budget_forced:
+        return generate_budget_forced(model, tokenizer, user_turns, sampling, desc)
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -69,6 +82,97 @@ def generate(model, tokenizer, user_turns: list[str], sampling: Sampling, desc: 
     return out
 
 
+def generate_budget_forced(model, tokenizer, user_turns: list[str], sampling: Sampling,
+                           desc: str = "generating (budget forcing)") -> list[list[str]]:
+    """s1's budget forcing, in phases of ordinary `generate` calls on the growing text:
+
+    - think: generate until `</think>`, the end of turn, or the thinking cap (`max_think_tokens`). An end of
+      thinking before `min_think_tokens` is cut and replaced by "Wait" (at most `max_waits` times), so the
+      model goes on thinking. At the cap, `</think>` is appended: the model must answer now.
+    - answer: after `</think>`, generate to the end of turn with the tokens left of `max_new_tokens` (at
+      least 16, so a forced answer always has room).
+    Each sample is its own sequence here (n copies of a prompt diverge after the first phase)."""
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    prompts = chat_prompts(tokenizer, user_turns)
+    jobs = [i for i in range(len(prompts)) for _ in range(sampling.n)]
+    text = [""] * len(jobs)
+    used = [0] * len(jobs)  # tokens generated so far (thinking included)
+    waits = [0] * len(jobs)
+    phase = ["think"] * len(jobs)
+    eos = model.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos])
+    tokenizer.padding_side = "left"
+    greedy = sampling.temperature <= 0
+    sample_kwargs = {} if greedy else dict(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+    torch.manual_seed(sampling.seed)
+    was_training = model.training
+    model.eval()
+
+    def count(s: str) -> int:
+        return len(tokenizer(s, add_special_tokens=False)["input_ids"])
+
+    def run(idx: list[int], limits: list[int], stop: bool) -> list[tuple[str, bool]]:
+        """Continue jobs `idx`; returns (new text, ended with end of turn) for each."""
+        order = sorted(range(len(idx)), key=lambda j: len(prompts[jobs[idx[j]]]) + len(text[idx[j]]))
+        results: dict[int, tuple[str, bool]] = {}
+        for start in range(0, len(order), max(1, sampling.batch_size)):
+            part = order[start : start + sampling.batch_size]
+            enc = tokenizer([prompts[jobs[idx[j]]] + text[idx[j]] for j in part], return_tensors="pt", padding=True,
+                            add_special_tokens=False)
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            extra = dict(stop_strings=[THINK_END], tokenizer=tokenizer) if stop else {}
+            seqs = model.generate(**enc, max_new_tokens=max(limits[j] for j in part), do_sample=not greedy,
+                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, **sample_kwargs, **extra)
+            new = seqs[:, enc["input_ids"].shape[1] :]
+            for row, j in enumerate(part):
+                ids = new[row].tolist()[: limits[j]]  # the batch ran to its longest limit; each job keeps its own
+                ended = any(t in eos_ids for t in ids)
+                piece = tokenizer.decode(ids, skip_special_tokens=True)
+                results[j] = (piece, ended)
+        out = [results[j] for j in range(len(idx))]
+        return out
+
+    with Progress(TextColumn(desc), BarColumn(), MofNCompleteColumn(), transient=True) as progress, torch.inference_mode():
+        task = progress.add_task(desc, total=len(jobs))
+        while any(p == "think" for p in phase):
+            idx = [j for j, p in enumerate(phase) if p == "think"]
+            cap = sampling.max_think_tokens or sampling.max_new_tokens
+            limits = [max(1, min(cap, sampling.max_new_tokens) - used[j]) for j in idx]
+            for j, (piece, ended) in zip(idx, run(idx, limits, stop=True)):
+                if THINK_END in piece:
+                    head = piece.split(THINK_END, 1)[0]
+                    used[j] += count(head) + 1
+                    if sampling.min_think_tokens and used[j] < sampling.min_think_tokens and waits[j] < sampling.max_waits:
+                        text[j] += head + WAIT  # suppress the end of thinking: keep going
+                        waits[j] += 1
+                        continue
+                    text[j] += head + THINK_END
+                    phase[j] = "answer"
+                elif ended or used[j] + count(piece) >= sampling.max_new_tokens:
+                    text[j] += piece  # ended without a think block, or out of tokens altogether
+                    used[j] += count(piece)
+                    phase[j] = "done"
+                    progress.advance(task)
+                else:  # the thinking cap: close the think part and make it answer
+                    text[j] += piece + THINK_END
+                    used[j] += count(piece) + 1
+                    phase[j] = "answer"
+        idx = [j for j, p in enumerate(phase) if p == "answer"]
+        if idx:
+            limits = [max(16, sampling.max_new_tokens - used[j]) for j in idx]
+            for j, (piece, _) in zip(idx, run(idx, limits, stop=False)):
+                text[j] += piece
+                phase[j] = "done"
+            progress.advance(task, len(idx))
+    model.train(was_training)
+    out: list[list[str]] = [[] for _ in prompts]
+    for j, i in enumerate(jobs):
+        out[i].append(text[j])
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Engines and resumable, sharded generation (rejection sampling, distillation traces).
 
@@ -103,6 +207,9 @@ def make_engine(model_dir, backend: str = "transformers", dtype: str = "float32"
         eos = tok.convert_tokens_to_ids(tok.eos_token)
 
         def run(turns, sampling):
+            if sampling.budget_forced:
+                raise R1Error("budget forcing is implemented for the transformers backend only",
+                              hint="set eval.backend=transformers, or turn eval.budget off")
             params = SamplingParams(
                 n=sampling.n,
                 temperature=max(sampling.temperature, 0.0),

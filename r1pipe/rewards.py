@@ -56,9 +56,27 @@ def parse_int(text: str | None) -> int | None:
     return int(cleaned) if _INT.fullmatch(cleaned) else None
 
 
+def last_boxed(text: str) -> str | None:
+    """The content of the last \\boxed{...} (nested braces allowed): how most math models give answers."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1 : j].strip()
+    return None  # unclosed: cut off by the token limit
+
+
 def is_correct(completion: str, gold: str, verifier: str = "integer") -> bool:
-    """Does the completion's extracted answer equal the gold answer? verifier: integer | math."""
+    """Does the completion's extracted answer equal the gold answer? verifier: integer | math.
+
+    Lenient on purpose (strict format is counted apart): for math, an answer in a final \\boxed{} after the
+    reasoning counts when there is no <answer> block, as public math benchmarks are usually answered."""
     pred = extract_answer(completion)
+    if pred is None and verifier == "math":
+        pred = last_boxed(completion.rsplit("</think>", 1)[-1])
     if pred is None:
         return False
     if verifier == "integer":
