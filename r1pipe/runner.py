@@ -41,6 +41,29 @@ class StageContext:
     resume: bool
     trust_remote_code: bool = False
     outputs: dict[str, str] = field(default_factory=dict)
+    decontamination: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _contamination_index: Any = None
+
+    def load_rows(self, source: dict[str, Any], need: tuple[str, ...], label: str) -> list[dict[str, Any]]:
+        """Training rows from a data source, with every row that overlaps an evaluation benchmark removed
+        (config `decontaminate`); what was removed is counted under `label` in the manifest."""
+        from r1pipe import data, decontam
+
+        rows = data.load_rows(source, need=need)
+        spec = self.config.get("decontaminate") or {}
+        if not spec.get("enabled"):
+            return rows
+        if self._contamination_index is None:
+            self._contamination_index = contamination_index(spec)
+        kept, report = decontam.filter_rows(rows, self._contamination_index, fields=("prompt", "solution"))
+        self.decontamination[label] = report
+        if report["removed"]:
+            log.warning("%s: decontamination removed %d of %d rows of %s (they overlap an eval benchmark)",
+                        self.name, report["removed"], report["checked"], label)
+        if not kept:
+            raise R1Error(f"{self.name}: every row of {label} overlaps an evaluation benchmark",
+                          hint="train on other data, or set decontaminate.enabled=false if that is intended")
+        return kept
 
     def output(self, key: str, name: str | None = None) -> Path:
         """A path to write output `key` to (a directory or a file called `name`, default `key`); the runner
@@ -64,6 +87,14 @@ class StageContext:
     @property
     def metrics_path(self) -> Path:
         return self.dir / "metrics.jsonl"
+
+
+def contamination_index(spec: dict[str, Any]):
+    """The decontamination index over the prompts of every benchmark in `spec['against']`."""
+    from r1pipe import benchmarks, decontam
+
+    texts = [r["prompt"] for name, b in (spec.get("against") or {}).items() for r in benchmarks.load(name, b)]
+    return decontam.Index(texts, n=int(spec.get("ngram", 8)))
 
 
 def recipe(cfg) -> list[str]:
@@ -232,6 +263,7 @@ def _execute(
         "outputs": dict(ctx.outputs),
         "hashes": hashes,
         "metrics": metrics,
+        "decontamination": ctx.decontamination,
         "eval": {},
         "env": mf.environment(),
         "seed": ctx.seed,

@@ -128,11 +128,13 @@ def _features():
     })  # fmt: skip
 
 
-def non_reasoning(cfg: dict[str, Any], n_reasoning: int, seed: int) -> list[dict[str, Any]]:
+def non_reasoning(cfg: dict[str, Any], n_reasoning: int, seed: int, load=None) -> list[dict[str, Any]]:
     """Non-reasoning rows so that they make up `ratio` of the final dataset (R1: ~200k of ~800k). With no
-    reasoning rows at all (min_kept: 0) the whole non-reasoning source is used."""
+    reasoning rows at all (min_kept: 0) the whole non-reasoning source is used. `load(source, need)` reads
+    the rows (a stage passes its decontaminating loader)."""
     from r1pipe import data
 
+    load = load or (lambda source, need: data.load_rows(source, need=need))
     ratio = cfg.get("ratio") or 0.0
     if ratio <= 0 or not cfg.get("data"):
         return []
@@ -140,7 +142,7 @@ def non_reasoning(cfg: dict[str, Any], n_reasoning: int, seed: int) -> list[dict
     if n_reasoning:
         n = max(1, round(n_reasoning * ratio / (1 - ratio)))
         source = {**source, "size": n} if "builtin" in source else source
-    rows = data.load_rows(source, need=("prompt", "solution"))
+    rows = load(source, ("prompt", "solution"))
     if n_reasoning:
         rows = (rows * (n // len(rows) + 1))[:n]  # a small real dataset is repeated up to the ratio
     return [

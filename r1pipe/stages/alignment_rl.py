@@ -101,8 +101,8 @@ def run(ctx) -> dict[str, Any]:
     rule_funcs, _ = rewards.build(cfg["rewards"])
     pref_funcs = [preference.preference_reward(n, rm, scope, start) for n, (rm, scope) in judges.items()]
 
-    reasoning = data.load_rows(cfg["data"], need=("prompt", "answer"))
-    general = data.load_rows(cfg["general_data"], need=("prompt",)) if cfg.get("general_data") else []
+    reasoning = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
+    general = ctx.load_rows(cfg["general_data"], ("prompt",), "general_data") if cfg.get("general_data") else []
     rows = [{"prompt": r["prompt"], "answer": r["answer"], "kind": "reasoning"} for r in reasoning]
     rows += [{"prompt": r["prompt"], "answer": "", "kind": "general"} for r in general]
     random.Random(ctx.seed).shuffle(rows)

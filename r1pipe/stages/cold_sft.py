@@ -32,7 +32,7 @@ def run(ctx) -> dict[str, Any]:
 
     from r1pipe import data, training
 
-    rows = data.load_rows(ctx.config["data"], need=("prompt", "solution"))
+    rows = ctx.load_rows(ctx.config["data"], ("prompt", "solution"), "data")
     dataset = Dataset.from_list([{"messages": m["messages"]} for m in data.sft_messages(rows)])
     summary = f"Cold-start SFT of the base model on {len(rows)} chain-of-thought examples."
     return training.sft(ctx, NAME, "base", dataset, summary)

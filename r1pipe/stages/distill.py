@@ -80,7 +80,7 @@ def run(ctx) -> dict[str, Any]:
     cfg = ctx.config
     teacher = parents(cfg)[0]
     teacher_dir = ctx.parent_output(teacher, "model")
-    rows = data.load_rows(cfg["data"], need=("prompt", "answer"))
+    rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
     metrics: dict[str, Any] = {"method": cfg.get("method", "sft")}
 
     student, tokenizer = _student(ctx, teacher_dir)
@@ -90,7 +90,8 @@ def run(ctx) -> dict[str, Any]:
 
     if metrics["method"] == "sft":
         kept, rejected, rate = traces.sample_and_filter(ctx, teacher, rows, cfg)
-        mix = traces.non_reasoning(cfg["non_reasoning"], len(kept), ctx.seed)
+        mix = traces.non_reasoning(cfg["non_reasoning"], len(kept), ctx.seed,
+                                     load=lambda src, need: ctx.load_rows(src, need, "non_reasoning"))
         samples = len(rows) * cfg["sampling"]["k"]
         train = traces.write(NAME, kept, rejected, mix, ctx.seed, ctx.output("data"),
                              ctx.output("rejected", "rejected.parquet"), cfg["min_kept"], samples)
@@ -157,7 +158,7 @@ def _baseline(ctx, teacher_dir: Path, out: Path) -> dict[str, Any]:
     from r1pipe import data, training
 
     cfg = ctx.config
-    rows = data.load_rows(cfg["baseline"]["data"], need=("prompt", "solution"))
+    rows = ctx.load_rows(cfg["baseline"]["data"], ("prompt", "solution"), "baseline_data")
     dataset = Dataset.from_list([{"messages": m["messages"]} for m in data.sft_messages(rows)])
     student, tokenizer = _student(ctx, teacher_dir)
     card = training.model_card(f"{NAME} baseline", ctx.parent_manifests, cfg,

@@ -60,7 +60,7 @@ def run(ctx) -> dict[str, Any]:
     init_dir = ctx.parent_output(init, "model")
     args = training.trl_config(GRPOConfig, NAME, trainer_block(NAME, cfg), ctx.trainer_dir, ctx.seed)
     reward_funcs, _ = rewards.build(cfg["rewards"])
-    rows = data.load_rows(cfg["data"], need=("prompt", "answer"))
+    rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
 
     remote = ctx.trust_remote_code
     tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)

@@ -35,9 +35,10 @@ def run(ctx) -> dict[str, Any]:
     from r1pipe import data, traces
 
     cfg = ctx.config
-    rows = data.load_rows(cfg["data"], need=("prompt", "answer"))
+    rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
     kept, rejected, rate = traces.sample_and_filter(ctx, parents(cfg)[0], rows, cfg)
-    mix = traces.non_reasoning(cfg["non_reasoning"], len(kept), ctx.seed)
+    mix = traces.non_reasoning(cfg["non_reasoning"], len(kept), ctx.seed,
+                                 load=lambda src, need: ctx.load_rows(src, need, "non_reasoning"))
     samples = len(rows) * cfg["sampling"]["k"]
     train = traces.write(
         NAME, kept, rejected, mix, ctx.seed, ctx.output("data"), ctx.output("rejected", "rejected.parquet"),
