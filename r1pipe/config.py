@@ -70,8 +70,9 @@ def to_plain(node) -> Any:
     return OmegaConf.to_container(node, resolve=True)
 
 
-# Stages that train on data read from a task source: their config carries the decontamination settings and
-# the benchmarks to check against, so the fingerprint changes when either does.
+# Stages that train on data read from a task source: their config carries the decontamination settings, so
+# switching it changes their fingerprint. Which benchmarks were checked is recorded in the manifest instead:
+# adding an eval benchmark must not retrain every model (evaluation says when a model was never checked).
 TRAINS_ON_DATA = ("cold_sft", "reasoning_rl", "rejection_sampling", "alignment_rl", "distill")
 
 
@@ -80,12 +81,7 @@ def stage_config(cfg, name: str) -> dict[str, Any]:
         raise R1Error(f"no config for stage {name!r}", hint="check conf/config.yaml's defaults list")
     out = to_plain(cfg[name])
     if name in TRAINS_ON_DATA and cfg.get("decontaminate") is not None:
-        spec = to_plain(cfg.decontaminate)
-        if spec.get("enabled"):
-            from r1pipe.evaluation import benchmark_specs
-
-            spec["against"] = benchmark_specs(to_plain(cfg.eval))
-        out["decontaminate"] = spec
+        out["decontaminate"] = to_plain(cfg.decontaminate)
     return out
 
 

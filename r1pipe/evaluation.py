@@ -126,8 +126,13 @@ GENERATION_KEYS = ("backend", "dtype", "greedy", "k", "temperature", "top_p", "m
                    "shard_size", "budget")
 
 
+def rows_sha256(rows: list[dict[str, str]]) -> str:
+    """A benchmark's identity: its rows' content, whatever file or hub id they came from."""
+    return hashlib.sha256(json.dumps([[r.get("id"), r["prompt"], r["answer"]] for r in rows]).encode()).hexdigest()
+
+
 def cache_key(model_sha256: str, rows: list[dict[str, str]], settings: dict[str, Any], verifier: str) -> str:
-    rows_sha = hashlib.sha256(json.dumps([[r.get("id"), r["prompt"], r["answer"]] for r in rows]).encode()).hexdigest()
+    rows_sha = rows_sha256(rows)
     gen = {k: settings.get(k) for k in GENERATION_KEYS}
     blob = json.dumps({"model": model_sha256, "rows": rows_sha, "settings": gen, "verifier": verifier,
                        "protocol": PROTOCOL_VERSION}, sort_keys=True)
@@ -194,6 +199,20 @@ def evaluate_model(
     return metrics, samples, False
 
 
+def unchecked_stages(run_dir: Path, manifest: dict[str, Any], benchmark: str, rows_sha: str) -> list[str]:
+    """The stages in this model's lineage that trained on data without checking it against this benchmark."""
+    from r1pipe.modelcard import lineage
+
+    out = []
+    for m in lineage(run_dir, manifest):
+        record = m.get("decontamination")
+        if record is None:  # a stage that reads no task data (base, second_sft, reward_model)
+            continue
+        if not record or (record.get("against") or {}).get(benchmark) != rows_sha:
+            out.append(m["stage"])
+    return out
+
+
 def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Evaluate a stage's model on every configured benchmark; writes eval.json and the samples files.
 
@@ -217,6 +236,12 @@ def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, 
         log.info("%s: %s on %s (%d problems)%s", stage_dir.name, "cache hit" if hit else "evaluated", name, len(rows),
                  f", cache {key}" if hit else "")
         m = {"benchmark": name, **m, "cache": {"key": key, "hit": hit}}
+        unchecked = unchecked_stages(stage_dir.parent, manifest, name, rows_sha256(rows))
+        m["decontaminated"] = not unchecked
+        if unchecked:
+            m["not_decontaminated_in"] = unchecked
+            log.warning("%s: %s was not among the benchmarks that %s checked training data against; rerun them "
+                        "with it in eval.benchmarks (--force) for a clean number", stage_dir.name, name, ", ".join(unchecked))
         fname = samples_file(index, name)
         write_samples(stage_dir / fname, samples)
         # Against each evaluated parent, on the same problems: did this stage move the numbers?

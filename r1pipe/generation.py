@@ -82,6 +82,24 @@ def generate(model, tokenizer, user_turns: list[str], sampling: Sampling, desc: 
     return out
 
 
+def budget_step(piece: str, n_tokens: int, ended: bool, used: int, waits: int,
+                sampling: Sampling) -> tuple[str, int, int, str]:
+    """One thinking phase's outcome for one sequence: (text to append, tokens used, waits used, next phase).
+
+    `piece` is what the model just generated in `n_tokens` tokens (generation stops right after `</think>`),
+    `ended` whether it ended its turn. Next phase: "think" (a Wait was appended), "answer" (the think part is
+    closed) or "done"."""
+    used += n_tokens
+    if THINK_END in piece:
+        head = piece.split(THINK_END, 1)[0]
+        if sampling.min_think_tokens and used < sampling.min_think_tokens and waits < sampling.max_waits:
+            return head + WAIT, used, waits + 1, "think"  # suppress the end of thinking: keep going
+        return head + THINK_END, used, waits, "answer"
+    if ended or used >= sampling.max_new_tokens:
+        return piece, used, waits, "done"  # no think block at all, or out of tokens altogether
+    return piece + THINK_END, used + 1, waits, "answer"  # the thinking cap: close it and make it answer
+
+
 def generate_budget_forced(model, tokenizer, user_turns: list[str], sampling: Sampling,
                            desc: str = "generating (budget forcing)") -> list[list[str]]:
     """s1's budget forcing, in phases of ordinary `generate` calls on the growing text:
@@ -110,13 +128,10 @@ def generate_budget_forced(model, tokenizer, user_turns: list[str], sampling: Sa
     was_training = model.training
     model.eval()
 
-    def count(s: str) -> int:
-        return len(tokenizer(s, add_special_tokens=False)["input_ids"])
-
-    def run(idx: list[int], limits: list[int], stop: bool) -> list[tuple[str, bool]]:
-        """Continue jobs `idx`; returns (new text, ended with end of turn) for each."""
+    def run(idx: list[int], limits: list[int], stop: bool) -> list[tuple[str, int, bool]]:
+        """Continue jobs `idx`; returns (new text, its token count, ended with end of turn) for each."""
         order = sorted(range(len(idx)), key=lambda j: len(prompts[jobs[idx[j]]]) + len(text[idx[j]]))
-        results: dict[int, tuple[str, bool]] = {}
+        results: dict[int, tuple[str, int, bool]] = {}
         for start in range(0, len(order), max(1, sampling.batch_size)):
             part = order[start : start + sampling.batch_size]
             enc = tokenizer([prompts[jobs[idx[j]]] + text[idx[j]] for j in part], return_tensors="pt", padding=True,
@@ -128,9 +143,10 @@ def generate_budget_forced(model, tokenizer, user_turns: list[str], sampling: Sa
             new = seqs[:, enc["input_ids"].shape[1] :]
             for row, j in enumerate(part):
                 ids = new[row].tolist()[: limits[j]]  # the batch ran to its longest limit; each job keeps its own
-                ended = any(t in eos_ids for t in ids)
-                piece = tokenizer.decode(ids, skip_special_tokens=True)
-                results[j] = (piece, ended)
+                stops = [k for k, t in enumerate(ids) if t in eos_ids or t == tokenizer.pad_token_id]
+                n = stops[0] if stops else len(ids)  # padding follows a sequence that stopped early
+                ended = bool(stops) and ids[n] in eos_ids
+                results[j] = (tokenizer.decode(ids[:n], skip_special_tokens=True), n, ended)
         out = [results[j] for j in range(len(idx))]
         return out
 
@@ -140,29 +156,15 @@ def generate_budget_forced(model, tokenizer, user_turns: list[str], sampling: Sa
             idx = [j for j, p in enumerate(phase) if p == "think"]
             cap = sampling.max_think_tokens or sampling.max_new_tokens
             limits = [max(1, min(cap, sampling.max_new_tokens) - used[j]) for j in idx]
-            for j, (piece, ended) in zip(idx, run(idx, limits, stop=True)):
-                if THINK_END in piece:
-                    head = piece.split(THINK_END, 1)[0]
-                    used[j] += count(head) + 1
-                    if sampling.min_think_tokens and used[j] < sampling.min_think_tokens and waits[j] < sampling.max_waits:
-                        text[j] += head + WAIT  # suppress the end of thinking: keep going
-                        waits[j] += 1
-                        continue
-                    text[j] += head + THINK_END
-                    phase[j] = "answer"
-                elif ended or used[j] + count(piece) >= sampling.max_new_tokens:
-                    text[j] += piece  # ended without a think block, or out of tokens altogether
-                    used[j] += count(piece)
-                    phase[j] = "done"
+            for j, (piece, n, ended) in zip(idx, run(idx, limits, stop=True)):
+                add, used[j], waits[j], phase[j] = budget_step(piece, n, ended, used[j], waits[j], sampling)
+                text[j] += add
+                if phase[j] == "done":
                     progress.advance(task)
-                else:  # the thinking cap: close the think part and make it answer
-                    text[j] += piece + THINK_END
-                    used[j] += count(piece) + 1
-                    phase[j] = "answer"
         idx = [j for j, p in enumerate(phase) if p == "answer"]
         if idx:
             limits = [max(16, sampling.max_new_tokens - used[j]) for j in idx]
-            for j, (piece, _) in zip(idx, run(idx, limits, stop=False)):
+            for j, (piece, _, _) in zip(idx, run(idx, limits, stop=False)):
                 text[j] += piece
                 phase[j] = "done"
             progress.advance(task, len(idx))

@@ -41,7 +41,9 @@ class StageContext:
     resume: bool
     trust_remote_code: bool = False
     outputs: dict[str, str] = field(default_factory=dict)
-    decontamination: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # eval benchmarks (name -> spec) that training data is checked against, and what each source lost
+    contamination_against: dict[str, dict[str, Any]] = field(default_factory=dict)
+    decontamination: dict[str, Any] = field(default_factory=dict)
     _contamination_index: Any = None
 
     def load_rows(self, source: dict[str, Any], need: tuple[str, ...], label: str) -> list[dict[str, Any]]:
@@ -54,9 +56,10 @@ class StageContext:
         if not spec.get("enabled"):
             return rows
         if self._contamination_index is None:
-            self._contamination_index = contamination_index(spec)
+            self._contamination_index, against = contamination_index(self.contamination_against, int(spec.get("ngram", 8)))
+            self.decontamination["against"] = against
         kept, report = decontam.filter_rows(rows, self._contamination_index, fields=("prompt", "solution"))
-        self.decontamination[label] = report
+        self.decontamination.setdefault("sources", {})[label] = report
         if report["removed"]:
             log.warning("%s: decontamination removed %d of %d rows of %s (they overlap an eval benchmark)",
                         self.name, report["removed"], report["checked"], label)
@@ -89,12 +92,18 @@ class StageContext:
         return self.dir / "metrics.jsonl"
 
 
-def contamination_index(spec: dict[str, Any]):
-    """The decontamination index over the prompts of every benchmark in `spec['against']`."""
+def contamination_index(against: dict[str, dict[str, Any]], ngram: int):
+    """The decontamination index over the prompts of every benchmark in `against`, and {name: rows sha256}
+    (what the manifest records, so evaluation can tell whether a benchmark was checked)."""
     from r1pipe import benchmarks, decontam
+    from r1pipe.evaluation import rows_sha256
 
-    texts = [r["prompt"] for name, b in (spec.get("against") or {}).items() for r in benchmarks.load(name, b)]
-    return decontam.Index(texts, n=int(spec.get("ngram", 8)))
+    texts, shas = [], {}
+    for name, spec in against.items():
+        rows = benchmarks.load(name, spec)
+        texts += [r["prompt"] for r in rows]
+        shas[name] = rows_sha256(rows)
+    return decontam.Index(texts, n=ngram), shas
 
 
 def recipe(cfg) -> list[str]:
@@ -238,6 +247,7 @@ def _execute(
         seed=int(stage_cfg.get("seed", cfg.seed)),
         resume=resume,
         trust_remote_code=bool(cfg.get("trust_remote_code", False)),
+        contamination_against=_benchmarks(cfg),
     )
     log.info("%s: %s (fingerprint %s)", name, "resuming" if resume else "running", s.expected[:12])
     started, t0 = _now(), time.time()
@@ -263,7 +273,8 @@ def _execute(
         "outputs": dict(ctx.outputs),
         "hashes": hashes,
         "metrics": metrics,
-        "decontamination": ctx.decontamination,
+        # None: the stage reads no task data; {} : it does, and checked nothing (decontaminate.enabled=false)
+        "decontamination": ctx.decontamination if "decontaminate" in stage_cfg else None,
         "eval": {},
         "env": mf.environment(),
         "seed": ctx.seed,
@@ -293,6 +304,12 @@ def _execute(
             mf.write_json_atomic(stage_dir / mf.MANIFEST, manifest)
             write_cards(root, stage_dir, manifest)
     return manifest
+
+
+def _benchmarks(cfg) -> dict[str, dict[str, Any]]:
+    from r1pipe.evaluation import benchmark_specs
+
+    return benchmark_specs(config_mod.to_plain(cfg.eval))
 
 
 def write_cards(root: Path, stage_dir: Path, manifest: dict[str, Any]) -> None:
