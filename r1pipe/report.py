@@ -357,7 +357,7 @@ def _eval_details(rows: list[StageRow]) -> list[list[str]]:
     out = []
     for r in rows:
         ev = r.eval
-        benches = {"heldout": ev} if "n_problems" in ev else {}
+        benches = {ev.get("benchmark", "heldout"): ev} if "n_problems" in ev else {}
         benches |= {k: v for k, v in (ev.get("benchmarks") or {}).items() if isinstance(v, dict)}
         for bench, m in benches.items():
             k = m.get("k")
@@ -367,12 +367,14 @@ def _eval_details(rows: list[StageRow]) -> list[list[str]]:
                         pct(m.get(f"cons@{k}"), m.get(f"cons@{k}_se")) if k else "",
                         pct(m.get("strict_format")),
                         f"{m['mean_think_chars']:.0f} / {m['mean_answer_chars']:.0f}" if "mean_think_chars" in m else "",
-                        "hit" if m.get("cached") else ""])
+                        {True: "yes", False: "no: " + ", ".join(m.get("not_decontaminated_in", []))}.get(
+                            m.get("decontaminated"), ""),
+                        "hit" if (m.get("cache") or {}).get("hit") else "computed" if m.get("cache") else ""])
     return out
 
 
 EVAL_HEAD = ["stage", "benchmark", "problems", "greedy", "pass@1", "cons@k", "strict format", "think / answer chars",
-             "cache"]
+             "training data decontaminated", "cache"]
 
 
 def _md_table(head: list[str], body: list[list[str]]) -> str:
