@@ -205,9 +205,9 @@ def unchecked_stages(run_dir: Path, manifest: dict[str, Any], benchmark: str, ro
 
     out = []
     for m in lineage(run_dir, manifest):
-        record = m.get("decontamination")
-        if record is None:  # a stage that reads no task data (base, second_sft, reward_model)
+        if "decontaminate" not in (m.get("config") or {}):  # reads no task data (base, second_sft, reward_model)
             continue
+        record = m.get("decontamination")
         if not record or (record.get("against") or {}).get(benchmark) != rows_sha:
             out.append(m["stage"])
     return out
