@@ -137,5 +137,6 @@ def load(name: str, spec: dict[str, Any]) -> list[dict[str, str]]:
     rows = []
     for i, row in enumerate(data.load_rows(source, need=need)):
         prompt = template.format(prompt=row["prompt"]) if template is not None else row["prompt"]
-        rows.append({"id": str(row.get("id") or f"{name}-{i}"), "prompt": prompt, "answer": clean(row["answer"])})
+        rows.append({"id": str(row.get("id") or f"{name}-{i}"), "prompt": prompt, "answer": clean(row["answer"]),
+                     "question": row["prompt"]})  # before the template: what decontamination compares
     return rows

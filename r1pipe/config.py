@@ -73,7 +73,7 @@ def to_plain(node) -> Any:
 # Stages that train on data read from a task source: their config carries the decontamination settings, so
 # switching it changes their fingerprint. Which benchmarks were checked is recorded in the manifest instead:
 # adding an eval benchmark must not retrain every model (evaluation says when a model was never checked).
-TRAINS_ON_DATA = ("cold_sft", "reasoning_rl", "rejection_sampling", "alignment_rl", "distill")
+TRAINS_ON_DATA = ("cold_sft", "reasoning_rl", "rejection_sampling", "reward_model", "alignment_rl", "distill")
 
 
 def stage_config(cfg, name: str) -> dict[str, Any]:

@@ -14,7 +14,8 @@ Normalization (decided here, and what the tests pin down):
     (+ - * / = ^ < > ( ) [ ] { } | ! % _ and any Unicode math symbol). Each symbol is its own token, so
     whitespace inside an expression does not matter: "12+34" == " 12 + 34 ", but "12+345" differs.
   * Everything else (. , ; : ? ' " $ and other punctuation) is dropped: sentence punctuation and TeX's $
-    delimiters should not hide a copied sentence. Symbols count as words for the n-gram window.
+    delimiters should not hide a copied sentence. Exact matching uses every token; n-grams use words,
+    numbers and LaTeX commands only, so two formulas that merely share symbols are not a copy.
   * Scripts written without spaces (Chinese, Japanese) become one token per run of letters, so for them only
     exact matches and long shared runs are found.
 """
@@ -55,9 +56,15 @@ def _grams(toks: list[str], n: int) -> Iterable[tuple[str, ...]]:
     return zip(*(toks[i:] for i in range(n)))
 
 
+def words(toks: list[str]) -> list[str]:
+    """The tokens n-grams are made of: words, numbers and LaTeX commands, not lone symbols. Formulas share
+    symbols all the time (`x^2 + 3x + 2` and `x^2 + 3x + 7`); counting them as words would flag clean math."""
+    return [t for t in toks if t[-1].isalnum() or len(t) > 1]
+
+
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    """Word n-grams of the normalized text (empty when it has fewer than n tokens)."""
-    return set(_grams(tokens(text), n))
+    """Word n-grams of the normalized text (empty when it has fewer than n words)."""
+    return set(_grams(words(tokens(text)), n))
 
 
 class Index:
@@ -78,7 +85,7 @@ class Index:
             if not toks:  # an empty eval text would otherwise match every empty training text
                 continue
             self.exact.add(" ".join(toks))
-            self.grams.update(_grams(toks, n))
+            self.grams.update(_grams(words(toks), n))
 
     def hit(self, text: str) -> str | None:
         """Why `text` is contaminated: "exact", f"{n}-gram", or None when it is clean."""
@@ -87,7 +94,8 @@ class Index:
             return None
         if " ".join(toks) in self.exact:
             return "exact"
-        if len(toks) >= self.n and not self.grams.isdisjoint(_grams(toks, self.n)):
+        ws = words(toks)
+        if len(ws) >= self.n and not self.grams.isdisjoint(_grams(ws, self.n)):
             return f"{self.n}-gram"
         return None
 

@@ -57,7 +57,7 @@ def summarize(samples: list[dict[str, Any]], verifier: str) -> dict[str, Any]:
             ok = [rewards.is_correct(c, s["answer"], verifier) for c in s["samples"]]
             p1.append(sum(ok) / k)
             fmt.append(sum(rewards.strict_format(c) for c in s["samples"]) / k)
-            votes = Counter(a for a in (rewards.extract_answer(c) for c in s["samples"]) if a is not None)
+            votes = Counter(a for a in (rewards.predicted_answer(c, verifier) for c in s["samples"]) if a is not None)
             top = votes.most_common(1)[0][0] if votes else None
             cons.append(float(top is not None and rewards.is_correct(f"<answer>{top}</answer>", s["answer"], verifier)))
             for c in s["samples"]:
@@ -107,8 +107,9 @@ def benchmark_specs(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """eval.benchmarks as flat specs, in order (the first is the headline). A spec may hold its data source
     under `source:` (how the config points at the task's held-out set) or be the source itself."""
     specs = settings.get("benchmarks") or {}
-    if not specs:
-        raise R1Error("eval.benchmarks is empty", hint="e.g. eval.benchmarks.heldout={source: ${task.heldout}}")
+    if not isinstance(specs, dict) or not specs:
+        raise R1Error(f"eval.benchmarks must be a non-empty mapping of name -> data source, got {specs!r}",
+                      hint="e.g. eval.benchmarks.heldout={source: ${task.heldout}}")
     out = {}
     for name, spec in specs.items():
         if not isinstance(spec, dict):
@@ -116,8 +117,42 @@ def benchmark_specs(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
                           hint="e.g. {schema: gsm8k, path: data/gsm8k_test.jsonl}")
         spec = dict(spec)
         source = spec.pop("source", None)
-        out[name] = {**source, **spec} if isinstance(source, dict) else spec
+        out[name] = spec = {**source, **spec} if isinstance(source, dict) else spec
+        _check_spec(name, spec)
     return out
+
+
+def _check_spec(name: str, spec: dict[str, Any]) -> None:
+    """Types checked before anything loads, so a typo is one line, not a traceback after generation."""
+    where = f"eval.benchmarks.{name}"
+    for key, kind, example in (("schema", str, "gsm8k"), ("prompt_template", str, "'{prompt} Answer in <answer></answer>.'"),
+                               ("fields", dict, "{prompt: question}"), ("verifier", str, "math")):
+        if spec.get(key) is not None and not isinstance(spec[key], kind):
+            raise R1Error(f"{where}.{key} must be a {kind.__name__}, got {spec[key]!r}", hint=f"e.g. {key}: {example}")
+    if spec.get("schema") is not None and spec["schema"] not in benchmarks.SCHEMAS:
+        raise R1Error(f"{where}: unknown benchmark schema {spec['schema']!r}",
+                      hint=f"known schemas: {', '.join(sorted(benchmarks.SCHEMAS))}")
+    if spec.get("verifier") not in (None, "integer", "math"):
+        raise R1Error(f"{where}.verifier must be integer or math, got {spec['verifier']!r}")
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Pre-flight check of the eval block (run before any stage trains, so a bad eval setting never costs a run)."""
+    benchmark_specs(settings)
+    budget = settings.get("budget")
+    if budget is not None and not isinstance(budget, dict):
+        raise R1Error(f"eval.budget must be a mapping, got {budget!r}",
+                      hint="e.g. eval.budget.max_think_tokens=512 (and min_think_tokens, max_waits)")
+    for key in ("max_think_tokens", "min_think_tokens", "max_waits"):
+        value = (budget or {}).get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise R1Error(f"eval.budget.{key} must be a whole number >= 0 or null, got {value!r}")
+    for key in ("k", "max_new_tokens", "batch_size"):
+        value = settings.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise R1Error(f"eval.{key} must be a whole number >= 0, got {value!r}")
+    if not settings.get("greedy") and not settings.get("k"):
+        raise R1Error("eval has nothing to do: greedy is false and k is 0", hint="set eval.greedy=true or eval.k=4")
 
 
 # Settings that change what is generated or how it is scored. The cache key covers exactly these, with the
@@ -129,6 +164,12 @@ GENERATION_KEYS = ("backend", "dtype", "greedy", "k", "temperature", "top_p", "m
 def rows_sha256(rows: list[dict[str, str]]) -> str:
     """A benchmark's identity: its rows' content, whatever file or hub id they came from."""
     return hashlib.sha256(json.dumps([[r.get("id"), r["prompt"], r["answer"]] for r in rows]).encode()).hexdigest()
+
+
+def questions_sha256(rows: list[dict[str, str]]) -> str:
+    """A benchmark's identity for decontamination: its questions as the dataset has them (no prompt template,
+    which is how the model is asked, not what it must not have seen)."""
+    return rows_sha256([{**r, "prompt": r.get("question", r["prompt"])} for r in rows])
 
 
 def cache_key(model_sha256: str, rows: list[dict[str, str]], settings: dict[str, Any], verifier: str) -> str:
@@ -199,13 +240,25 @@ def evaluate_model(
     return metrics, samples, False
 
 
+def same_settings(parent_dir: Path, benchmark: str, settings: dict[str, Any]) -> bool:
+    """Was the parent evaluated on `benchmark` with these generation settings? A paired difference between
+    two models is only meaningful under one protocol."""
+    path = parent_dir / EVAL_JSON
+    if not path.exists():
+        return False
+    ev = json.loads(path.read_text())
+    theirs = ev if ev.get("benchmark", "heldout") == benchmark else (ev.get("benchmarks") or {}).get(benchmark) or {}
+    return theirs.get("settings") == settings
+
+
 def unchecked_stages(run_dir: Path, manifest: dict[str, Any], benchmark: str, rows_sha: str) -> list[str]:
     """The stages in this model's lineage that trained on data without checking it against this benchmark."""
+    from r1pipe.config import TRAINS_ON_DATA
     from r1pipe.modelcard import lineage
 
     out = []
     for m in lineage(run_dir, manifest):
-        if "decontaminate" not in (m.get("config") or {}):  # reads no task data (base, second_sft, reward_model)
+        if m["stage"] not in TRAINS_ON_DATA:  # reads no task data (base, second_sft)
             continue
         record = m.get("decontamination")
         if not record or (record.get("against") or {}).get(benchmark) != rows_sha:
@@ -222,6 +275,7 @@ def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, 
 
     settings = to_plain(cfg.eval)
     trc = bool(cfg.get("trust_remote_code"))
+    check_settings(settings)
     specs = benchmark_specs(settings)
     cache_root = stage_dir.parent / CACHE_DIR
     metrics: dict[str, Any] = {}
@@ -236,7 +290,7 @@ def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, 
         log.info("%s: %s on %s (%d problems)%s", stage_dir.name, "cache hit" if hit else "evaluated", name, len(rows),
                  f", cache {key}" if hit else "")
         m = {"benchmark": name, **m, "cache": {"key": key, "hit": hit}}
-        unchecked = unchecked_stages(stage_dir.parent, manifest, name, rows_sha256(rows))
+        unchecked = unchecked_stages(stage_dir.parent, manifest, name, questions_sha256(rows))
         m["decontaminated"] = not unchecked
         if unchecked:
             m["not_decontaminated_in"] = unchecked
@@ -247,6 +301,10 @@ def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, 
         # Against each evaluated parent, on the same problems: did this stage move the numbers?
         for parent in manifest.get("parents", []):
             before = read_samples(stage_dir.parent / parent["stage"], fname)
+            if before and not same_settings(stage_dir.parent / parent["stage"], name, m["settings"]):
+                log.info("%s: not compared with %s on %s: the parent was evaluated with other settings",
+                         stage_dir.name, parent["stage"], name)
+                continue
             if before:
                 diff = paired_difference(before, samples, verifier)
                 if diff:

@@ -97,7 +97,10 @@ def stage_summary(card_text: str) -> str | None:
     return None
 
 
-def render(run_dir: Path, manifest: dict[str, Any], model_rel: str = "model", summary: str | None = None) -> str:
+def render(run_dir: Path, manifest: dict[str, Any], model_rel: str = "model", summary: str | None = None,
+           evaluation: dict[str, Any] | None = None) -> str:
+    """The card for `model_rel` (a stage's `model`, or another model among its outputs, with its own
+    `evaluation`; default: the stage's)."""
     chain = lineage(run_dir, manifest)
     stage = manifest["stage"]
     base = base_model(chain)
@@ -131,7 +134,8 @@ def render(run_dir: Path, manifest: dict[str, Any], model_rel: str = "model", su
         reads = ", ".join(p["stage"] for p in m.get("parents", [])) or "config"
         lines.append(f"1. **{m['stage']}** (reads {reads}; fingerprint `{m.get('fingerprint', '')[:12]}`): "
                      + "; ".join(what))
-    lines += ["", "## Evaluation", "", *_eval_lines(manifest.get("eval") or {}), "",
+    ev = evaluation if evaluation is not None else manifest.get("eval") or {}
+    lines += ["", "## Evaluation", "", *_eval_lines(ev), "",
               "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
               "", 'tok = AutoTokenizer.from_pretrained("PATH")', 'model = AutoModelForCausalLM.from_pretrained("PATH")',
               'ids = tok.apply_chat_template([{"role": "user", "content": "123+45"}], add_generation_prompt=True,',
@@ -145,13 +149,17 @@ def render(run_dir: Path, manifest: dict[str, Any], model_rel: str = "model", su
 def write_cards(run_dir: Path, stage_dir: Path, manifest: dict[str, Any]) -> list[Path]:
     """A card in every output of the stage that holds a model (config.json at its top, or in `model/` below it)."""
     written = []
-    for rel in (manifest.get("outputs") or {}).values():
+    for key, rel in (manifest.get("outputs") or {}).items():
         for model_dir in (stage_dir / rel, stage_dir / rel / "model"):
             if (model_dir / "config.json").is_file():
                 old = model_dir / CARD
                 summary = stage_summary(old.read_text(errors="replace")) if old.is_file() else None
-                card = render(run_dir, manifest, model_dir.relative_to(stage_dir).as_posix(), summary)
-                tmp = model_dir / f".{CARD}.tmp"
+                # another model among the outputs (distill's baseline) has its own numbers, or none yet
+                own = None if key == "model" else (manifest.get("eval") or {}).get(key) or {}
+                card = render(run_dir, manifest, model_dir.relative_to(stage_dir).as_posix(), summary, own)
+                # the temporary file lives beside the stage, not in the model: a crash between write and
+                # rename must not add a file to a hashed directory
+                tmp = stage_dir / f".{key}.{CARD}.tmp"
                 tmp.write_text(card)
                 tmp.replace(model_dir / CARD)
                 written.append(model_dir / CARD)

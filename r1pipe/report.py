@@ -232,7 +232,8 @@ def plot_accuracy(rows: list[StageRow], path: Path) -> bool:
     for r in rows:
         ev = r.eval
         if "greedy_accuracy" in ev or "pass@1" in ev:
-            bars.append((r.name, ev.get("greedy_accuracy"), ev.get("greedy_accuracy_se"), ev.get("pass@1"), ev.get("pass@1_se")))
+            label = r.name if ev.get("benchmark", "heldout") == "heldout" else f"{r.name}\n({ev['benchmark']})"
+            bars.append((label, ev.get("greedy_accuracy"), ev.get("greedy_accuracy_se"), ev.get("pass@1"), ev.get("pass@1_se")))
         for key, extra in ev.items():  # distill's baseline student, evaluated beside it
             if isinstance(extra, dict) and "greedy_accuracy" in extra and "n_problems" in extra:
                 bars.append((f"{r.name}\n({key})", extra.get("greedy_accuracy"), extra.get("greedy_accuracy_se"),
@@ -243,9 +244,11 @@ def plot_accuracy(rows: list[StageRow], path: Path) -> bool:
     xs = range(len(bars))
     w = 0.38
     for off, idx, label, color in ((-w / 2, 1, "greedy", "#1f77b4"), (w / 2, 3, "pass@1 (T=0.6)", "#ff7f0e")):
-        vals = [100 * (b[idx] or 0) for b in bars]
-        errs = [100 * (b[idx + 1] or 0) for b in bars]
-        rects = ax.bar([x + off for x in xs], vals, w, yerr=errs, capsize=3, label=label, color=color)
+        shown = [(x, b) for x, b in zip(xs, bars) if b[idx] is not None]  # not measured: no bar, not a zero
+        if not shown:
+            continue
+        rects = ax.bar([x + off for x, _ in shown], [100 * b[idx] for _, b in shown], w,
+                       yerr=[100 * (b[idx + 1] or 0) for _, b in shown], capsize=3, label=label, color=color)
         ax.bar_label(rects, fmt="%.1f", fontsize=7, padding=2)
     ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=8)
     ax.set_ylabel("held-out accuracy, %")

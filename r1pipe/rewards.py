@@ -69,14 +69,21 @@ def last_boxed(text: str) -> str | None:
     return None  # unclosed: cut off by the token limit
 
 
+def predicted_answer(completion: str, verifier: str = "integer") -> str | None:
+    """The answer a completion gives: its last <answer> block after the reasoning, or for math a final
+    \\boxed{} when there is none. What accuracy checks and what majority voting counts."""
+    pred = extract_answer(completion)
+    if pred is None and verifier == "math":
+        pred = last_boxed(completion.rsplit("</think>", 1)[-1])
+    return pred
+
+
 def is_correct(completion: str, gold: str, verifier: str = "integer") -> bool:
     """Does the completion's extracted answer equal the gold answer? verifier: integer | math.
 
     Lenient on purpose (strict format is counted apart): for math, an answer in a final \\boxed{} after the
     reasoning counts when there is no <answer> block, as public math benchmarks are usually answered."""
-    pred = extract_answer(completion)
-    if pred is None and verifier == "math":
-        pred = last_boxed(completion.rsplit("</think>", 1)[-1])
+    pred = predicted_answer(completion, verifier)
     if pred is None:
         return False
     if verifier == "integer":

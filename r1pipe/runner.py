@@ -49,16 +49,20 @@ class StageContext:
     def load_rows(self, source: dict[str, Any], need: tuple[str, ...], label: str) -> list[dict[str, Any]]:
         """Training rows from a data source, with every row that overlaps an evaluation benchmark removed
         (config `decontaminate`); what was removed is counted under `label` in the manifest."""
-        from r1pipe import data, decontam
+        from r1pipe import data
 
-        rows = data.load_rows(source, need=need)
+        return self.decontaminate(data.load_rows(source, need=need), label, ("prompt", "solution"))
+
+    def decontaminate(self, rows: list[dict[str, Any]], label: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+        from r1pipe import decontam
+
         spec = self.config.get("decontaminate") or {}
         if not spec.get("enabled"):
             return rows
         if self._contamination_index is None:
             self._contamination_index, against = contamination_index(self.contamination_against, int(spec.get("ngram", 8)))
             self.decontamination["against"] = against
-        kept, report = decontam.filter_rows(rows, self._contamination_index, fields=("prompt", "solution"))
+        kept, report = decontam.filter_rows(rows, self._contamination_index, fields=fields)
         self.decontamination.setdefault("sources", {})[label] = report
         if report["removed"]:
             log.warning("%s: decontamination removed %d of %d rows of %s (they overlap an eval benchmark)",
@@ -96,13 +100,13 @@ def contamination_index(against: dict[str, dict[str, Any]], ngram: int):
     """The decontamination index over the prompts of every benchmark in `against`, and {name: rows sha256}
     (what the manifest records, so evaluation can tell whether a benchmark was checked)."""
     from r1pipe import benchmarks, decontam
-    from r1pipe.evaluation import rows_sha256
+    from r1pipe.evaluation import questions_sha256
 
     texts, shas = [], {}
     for name, spec in against.items():
         rows = benchmarks.load(name, spec)
-        texts += [r["prompt"] for r in rows]
-        shas[name] = rows_sha256(rows)
+        texts += [r.get("question", r["prompt"]) for r in rows]  # the question itself, not the template
+        shas[name] = questions_sha256(rows)
     return decontam.Index(texts, n=ngram), shas
 
 
@@ -187,6 +191,10 @@ def plan(cfg, targets: list[str], force: bool = False) -> list[Step]:
 
 def validate(cfg, names: list[str]) -> None:
     """Pre-flight checks of each stage's config (TRL field names and types, batch arithmetic), no model loaded."""
+    if names and cfg.eval.after_stage:
+        from r1pipe.evaluation import check_settings
+
+        check_settings(config_mod.to_plain(cfg.eval))
     for name in names:
         mod = stages.module(name)
         if hasattr(mod, "validate"):
@@ -247,7 +255,7 @@ def _execute(
         seed=int(stage_cfg.get("seed", cfg.seed)),
         resume=resume,
         trust_remote_code=bool(cfg.get("trust_remote_code", False)),
-        contamination_against=_benchmarks(cfg),
+        contamination_against=_benchmarks(cfg) if (stage_cfg.get("decontaminate") or {}).get("enabled") else {},
     )
     log.info("%s: %s (fingerprint %s)", name, "resuming" if resume else "running", s.expected[:12])
     started, t0 = _now(), time.time()

@@ -35,20 +35,24 @@ def main(run: Path) -> int:
         stage = ev_path.parent
         ev = json.loads(ev_path.read_text())
         rows = [json.loads(line) for line in (stage / "eval_samples.jsonl").read_text().splitlines() if line]
+        if ev.get("settings", {}).get("verifier", "integer") != "integer":
+            print(f"{stage.name:14s} skipped: not an integer-answer benchmark")
+            continue
         gold = [int(r["answer"]) for r in rows]
-        greedy = [float(answer(r["greedy"]) == g) for r, g in zip(rows, gold)]
+        checks = {}
+        if rows[0].get("greedy") is not None:
+            greedy = [float(answer(r["greedy"]) == g) for r, g in zip(rows, gold)]
+            checks["greedy"] = (mean(greedy), ev["greedy_accuracy"])
+            checks["greedy_se"] = (se(greedy), ev["greedy_accuracy_se"])
         k = len(rows[0]["samples"])
-        pass1 = [sum(answer(c) == g for c in r["samples"]) / k for r, g in zip(rows, gold)]
-        cons = []
-        for r, g in zip(rows, gold):
-            votes = Counter(a for a in map(answer, r["samples"]) if a is not None)
-            cons.append(float(bool(votes) and votes.most_common(1)[0][0] == g))
-        checks = {
-            "greedy": (mean(greedy), ev["greedy_accuracy"]),
-            "greedy_se": (se(greedy), ev["greedy_accuracy_se"]),
-            "pass@1": (mean(pass1), ev["pass@1"]),
-            f"cons@{k}": (mean(cons), ev[f"cons@{k}"]),
-        }
+        if k:
+            pass1 = [sum(answer(c) == g for c in r["samples"]) / k for r, g in zip(rows, gold)]
+            cons = []
+            for r, g in zip(rows, gold):
+                votes = Counter(a for a in map(answer, r["samples"]) if a is not None)
+                cons.append(float(bool(votes) and votes.most_common(1)[0][0] == g))
+            checks["pass@1"] = (mean(pass1), ev["pass@1"])
+            checks[f"cons@{k}"] = (mean(cons), ev[f"cons@{k}"])
         wrong = [name for name, (mine, theirs) in checks.items() if abs(mine - theirs) > 1e-12]
         bad += bool(wrong)
         summary = " ".join(f"{name} {mine:.4f}" for name, (mine, _) in checks.items() if not name.endswith("_se"))

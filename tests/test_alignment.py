@@ -115,6 +115,8 @@ def test_reward_model_is_a_sequence_classifier_trained_from_base(smoke_run):
     assert [p["stage"] for p in m["parents"]] == ["base"] and m["eval"] == {}  # no reasoning eval for it
     assert m["metrics"]["pairs"] == 32 and m["metrics"]["heldout"]["pairs"] == 16
     assert 0.0 <= m["metrics"]["heldout"]["accuracy"] <= 1.0
+    # its pairs were checked against the eval benchmarks too (none overlap the arithmetic held-out set)
+    assert m["decontamination"]["sources"]["data"] == {"checked": 32, "removed": 0, "exact": 0, "ngram": 0, "examples": []}
     rm = AutoModelForSequenceClassification.from_pretrained(smoke_run / "reward_model" / "model")
     base = AutoModelForCausalLM.from_pretrained(smoke_run / "base" / "model")
     assert rm.config.num_labels == 1

@@ -57,7 +57,7 @@ def test_verifier_precedence():
 def test_math500_rows_and_ids():
     rows = benchmarks.load("math500", {"schema": "math500", "path": MATH500})
     assert len(rows) == 5
-    assert rows[0] == {
+    assert {k: v for k, v in rows[0].items() if k != "question"} == {
         "id": "test/prealgebra/1201.json",
         "prompt": "Evaluate $\\frac{1}{3} + \\frac{13}{3}$. Express your answer as a common fraction.",
         "answer": "\\frac{14}{3}",
@@ -107,7 +107,7 @@ def test_user_fields_override_for_a_renamed_column(tmp_path):
         {"question": "What is 2+2?", "solution": "s", "answer": "4", "unique_id": "u1"},
     ])
     rows = benchmarks.load("m", {"schema": "math500", "path": path, "fields": {"prompt": "question"}})
-    assert rows == [{"id": "u1", "prompt": "What is 2+2?", "answer": "4"}]
+    assert rows == [{"id": "u1", "prompt": "What is 2+2?", "answer": "4", "question": "What is 2+2?"}]
 
 
 def test_missing_problem_column_is_data_errors_message(tmp_path):
@@ -137,4 +137,4 @@ def test_bad_prompt_template_is_an_error(tpl):
 def test_builtin_spec_without_schema_gets_index_ids():
     rows = benchmarks.load("tiny", {"builtin": "arithmetic", "size": 5, "seed": 7})
     assert [r["id"] for r in rows] == [f"tiny-{i}" for i in range(5)]
-    assert all(set(r) == {"id", "prompt", "answer"} for r in rows)
+    assert all(set(r) == {"id", "prompt", "answer", "question"} and r["question"] == r["prompt"] for r in rows)

@@ -19,7 +19,13 @@ def test_normalize_decisions():
 def test_ngrams_counts_tokens():
     assert ngrams("a b c d", 3) == {("a", "b", "c"), ("b", "c", "d")}
     assert ngrams("a b", 3) == set()
-    assert ("12", "+", "34") in ngrams("12+34", 3)
+    assert ngrams("12 + 34 = 46", 3) == {("12", "34", "46")}  # symbols are not words
+
+
+def test_formulas_that_only_share_symbols_are_not_a_copy():
+    idx = Index(["f(x) = x^2 + 3x + 2, so what is the value of f at one"], n=8)
+    assert idx.hit("g(x) = x^2 + 3x + 7") is None
+    assert idx.hit("Now f(x) = x^2 + 3x + 2, so what is the value of f at one?") == "8-gram"
 
 
 def test_tiny_arithmetic_exact_match():

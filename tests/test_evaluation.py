@@ -26,6 +26,11 @@ def test_evaluating_an_unchanged_model_again_is_a_cache_hit(run_copy):
     # a setting that changes what is generated is a different entry
     other, _ = _eval(run_copy, "eval.temperature=0.9")
     assert other["cache"]["hit"] is False and other["cache"]["key"] != first["cache"]["key"]
+    # a paired Δ only between the same protocols: cold_sft was last evaluated at T=0.9, top-p 0.95
+    _cli("eval", "--stage", "reasoning_rl", *overrides_for(run_copy, "eval.temperature=0.9", "eval.top_p=0.8"))
+    assert "vs_cold_sft" not in json.loads((run_copy / "reasoning_rl" / "eval.json").read_text())
+    _cli("eval", "--stage", "reasoning_rl", *overrides_for(run_copy, "eval.temperature=0.9"))
+    assert "vs_cold_sft" in json.loads((run_copy / "reasoning_rl" / "eval.json").read_text())
     # and so is a different model: the same settings on second_sft's weights have another key
     other_model = json.loads((run_copy / "second_sft" / "eval.json").read_text())
     assert other_model["cache"]["key"] != first["cache"]["key"]
@@ -108,6 +113,31 @@ def test_training_rows_that_appear_in_an_eval_set_are_removed_and_counted(run_co
     # ... but a new eval benchmark is not: evaluation says instead that no stage checked against it
     spec = f"+eval.benchmarks.gsm8k={{schema: gsm8k, path: '{FIXTURES / 'gsm8k_sample.jsonl'}'}}"
     assert runner.states(config.load([*ov, spec]))["cold_sft"].state == "complete"
+
+
+def test_decontamination_compares_questions_not_the_prompt_template():
+    from r1pipe.runner import contamination_index
+    from r1pipe.tasks import arithmetic
+
+    a, b = arithmetic.problems(1, 7)[0]
+    spec = {"builtin": "arithmetic", "size": 16, "seed": 7, "prompt_template": "{prompt} Put the answer in tags."}
+    index, shas = contamination_index({"heldout": spec}, 8)
+    assert index.hit(f"{a}+{b}") == "exact"  # the bare question is still caught
+    assert index.hit("999+111 Put the answer in tags.") is None  # sharing the instruction is not a copy
+    plain, plain_shas = contamination_index({"heldout": {k: v for k, v in spec.items() if k != "prompt_template"}}, 8)
+    assert shas == plain_shas  # the template does not change what was checked
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+eval.benchmarks.x={path: a.jsonl, prompt_template: 5}", "eval.benchmarks.x.prompt_template must be a str"),
+    ("+eval.benchmarks.x={schema: gsm9k}", "unknown benchmark schema 'gsm9k'"),
+    ("+eval.benchmarks.x={path: a.jsonl, verifier: exact}", "verifier must be integer or math"),
+    ("eval.budget=16", "eval.budget must be a mapping"),
+    ("eval.budget.max_waits=-1", "eval.budget.max_waits must be a whole number"),
+])
+def test_bad_eval_settings_fail_before_anything_runs(tmp_path, override, message):
+    r = _cli("run-all", "--dry-run", *overrides_for(tmp_path / "run", override))
+    assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr
 
 
 def test_budget_step_caps_thinking_and_replaces_an_early_end_with_wait():

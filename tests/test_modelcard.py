@@ -22,7 +22,10 @@ def test_every_model_has_a_card_with_its_whole_lineage_and_eval(smoke_run):
     ev = _manifest(smoke_run, "distill")["eval"]
     assert f"{100 * ev['greedy_accuracy']:.1f}%" in card
     assert "<!-- r1pipe:summary -->" in card  # the stage's own words are kept
-    assert (smoke_run / "distill" / "baseline" / "model" / "README.md").exists()
+    # the baseline student's card carries its own numbers, not the distilled student's
+    baseline_card = (smoke_run / "distill" / "baseline" / "model" / "README.md").read_text()
+    assert f"{100 * ev['baseline']['greedy_accuracy']:.1f}%" in baseline_card.split("## Evaluation")[1]
+    assert f"| {100 * ev['greedy_accuracy']:.1f}%" not in baseline_card or ev["baseline"]["greedy_accuracy"] == ev["greedy_accuracy"]
     base_card = (smoke_run / "base" / "model" / "README.md").read_text()
     assert "built from scratch" in base_card and "Not evaluated" not in (smoke_run / "cold_sft" / "model" / "README.md").read_text()
 

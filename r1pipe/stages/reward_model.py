@@ -46,7 +46,7 @@ def run(ctx) -> dict[str, Any]:
     init = parents(cfg)[0]
     init_dir = ctx.parent_output(init, "model")
     args = training.trl_config(RewardConfig, NAME, cfg, ctx.trainer_dir, ctx.seed)
-    pairs = data.load_preferences(cfg["data"])
+    pairs = ctx.decontaminate(data.load_preferences(cfg["data"]), "data", ("prompt", "chosen", "rejected"))
     dataset = Dataset.from_list([
         {"prompt": [{"role": "user", "content": p["prompt"]}],
          "chosen": [{"role": "assistant", "content": p["chosen"]}],
