@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,17 +60,9 @@ def collect(cfg) -> list[StageRow]:
 
 def read_metrics_log(path: Path) -> list[dict[str, Any]]:
     """The per-step lines of a Trainer log; the summary line at the end of training (train_runtime) is not a step."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash: the log is for reading, not for resuming
-        if isinstance(row, dict) and "step" in row and "train_runtime" not in row:
-            out.append(row)
-    return out
+    from r1pipe.training import read_jsonl  # skips a line torn by a crash
+
+    return [row for row in read_jsonl(path) if isinstance(row, dict) and "step" in row and "train_runtime" not in row]
 
 
 # --------------------------------------------------------------------------------------------- summaries
