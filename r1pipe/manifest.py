@@ -2,13 +2,19 @@
 
 A stage directory holds `manifest.json`, written last and atomically, only on success. A stage is
 - complete: manifest present, status complete, fingerprint equal to the one recomputed now, outputs intact;
-- stale:    a manifest exists but its fingerprint or outputs no longer match (it and its children rerun);
+- stale:    a manifest exists but its fingerprint no longer matches (config, parents or code changed: it and
+            its children rerun);
 - partial:  no manifest, but an interrupted attempt with the same fingerprint left trainer checkpoints
             or generation shards (it resumes);
-- corrupt:  its manifest cannot be read (run-all refuses to touch it; --force reruns it);
+- corrupt:  its manifest cannot be read, or an output changed after the stage finished (run-all refuses
+            to touch it and names the file; --force reruns it);
 - missing:  anything else.
 
-Pure functions over files and dicts; no torch, so `r1pipe status` stays fast.
+Each output's hash records every file's size, mtime and sha256. Before a stage reads a parent, the parent's
+files are verified: a file whose size and mtime are as recorded is trusted (the fast path); any other is
+hashed again, and a file whose bytes match is remembered in `.verified.json` so the next check is fast again.
+
+Functions over files and dicts; no torch, so `r1pipe status` stays fast.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from r1pipe.errors import R1Error
 SCHEMA = 1
 MANIFEST = "manifest.json"
 IN_PROGRESS = ".in_progress.json"  # fingerprint of the attempt now on disk; lets a rerun resume it
+VERIFIED = ".verified.json"  # stamps of files re-hashed since the manifest (a copied run keeps its fast path)
 STAGING = ".staging"  # outputs are written here and moved into place only after the stage succeeds
 
 # Keys that change how a run is watched or stored, never what it computes: excluded from the fingerprint so
@@ -90,18 +97,31 @@ def _content_files(path: Path) -> list[Path]:
 
 
 def hash_path(path: Path) -> dict[str, Any]:
-    """Content hash of a file or directory tree: sha256 over sorted relative paths and file bytes."""
+    """Content hash of a file or directory tree: sha256 over sorted relative paths and file bytes, plus an
+    index of every file's [size, mtime_ns, sha256] (what names a changed file, and the fast path's stamps)."""
     files = _content_files(path)
-    h, size = hashlib.sha256(), 0
+    h, size, index = hashlib.sha256(), 0, {}
     for f in files:
         rel = f.name if f == path else f.relative_to(path).as_posix()
         h.update(rel.encode() + b"\0")
+        fh_sha = hashlib.sha256()
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
+                fh_sha.update(chunk)
                 size += len(chunk)
         h.update(b"\0")
-    return {"sha256": h.hexdigest(), "size": size, "files": len(files)}
+        st = f.stat()
+        index[rel] = [st.st_size, st.st_mtime_ns, fh_sha.hexdigest()]
+    return {"sha256": h.hexdigest(), "size": size, "files": len(files), "index": index}
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def quick_stat(path: Path) -> tuple[int, int]:
@@ -161,7 +181,13 @@ class StageState:
 
 
 def outputs_intact(stage_dir: Path, manifest: dict[str, Any], full: bool = False) -> str | None:
-    """None when every recorded output is present and matches; else what is wrong, naming the file."""
+    """None when every recorded output is present and matches; else what is wrong, naming the file.
+
+    Quick (full=False, what `status` does): file names and sizes only, no bytes read. Full (before a stage
+    reads its parents): also the bytes of every file whose size or mtime differ from the recorded stamps.
+    """
+    verified = _read_verified(stage_dir) if full else {}
+    newly: dict[str, list[int]] = {}
     for key, rel in manifest.get("outputs", {}).items():
         path = stage_dir / rel
         rec = manifest.get("hashes", {}).get(key)
@@ -169,12 +195,46 @@ def outputs_intact(stage_dir: Path, manifest: dict[str, Any], full: bool = False
             return f"output {path} is missing"
         if rec is None:
             return f"no hash recorded for output {key}"
-        size, count = quick_stat(path)
-        if (size, count) != (rec["size"], rec["files"]):
-            return f"output {path} changed since it was written ({count} files, {size} bytes; recorded {rec['files']}, {rec['size']})"
-        if full and hash_path(path)["sha256"] != rec["sha256"]:
-            return f"output {path} does not match its recorded sha256"
+        if "index" not in rec:  # a manifest written before per-file stamps: the whole-tree check
+            size, count = quick_stat(path)
+            if (size, count) != (rec["size"], rec["files"]):
+                return f"output {path} changed since it was written ({count} files, {size} bytes; recorded {rec['files']}, {rec['size']})"
+            if full and hash_path(path)["sha256"] != rec["sha256"]:
+                return f"output {path} does not match its recorded sha256"
+            continue
+        files = {(f.name if f == path else f.relative_to(path).as_posix()): f for f in _content_files(path)}
+        gone, added = sorted(set(rec["index"]) - set(files)), sorted(set(files) - set(rec["index"]))
+        if gone:
+            return f"file {path / gone[0] if path.is_dir() else path} is missing"
+        if added:
+            return f"file {files[added[0]]} was added after the stage finished"
+        for rel_file, (size, mtime, sha) in sorted(rec["index"].items()):
+            f = files[rel_file]
+            st = f.stat()
+            if st.st_size != size:
+                return f"file {f} changed size after the stage finished ({st.st_size} bytes, recorded {size})"
+            if not full:
+                continue
+            stamp, name = [st.st_size, st.st_mtime_ns], f.relative_to(stage_dir).as_posix()
+            if stamp == [size, mtime] or verified.get(name) == stamp:
+                continue  # the fast path: untouched since it was hashed
+            if _sha256_file(f) != sha:
+                return f"file {f} was modified after the stage finished (its sha256 differs from the manifest)"
+            newly[name] = stamp
+    if newly:  # same bytes, new mtime (a copy, a touch): remember, so the next check is fast again
+        try:
+            write_json_atomic(stage_dir / VERIFIED, {**verified, **newly})
+        except OSError:
+            pass  # a read-only run directory: the check stays correct, only slower
     return None
+
+
+def _read_verified(stage_dir: Path) -> dict[str, list[int]]:
+    try:
+        data = json.loads((stage_dir / VERIFIED).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full: bool = False) -> StageState:
@@ -192,8 +252,8 @@ def stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full:
         if manifest["fingerprint"] != expected:
             return StageState(name, "stale", "config, parents or code changed", expected, manifest)
         problem = outputs_intact(stage_dir, manifest, full=full)
-        if problem:
-            return StageState(name, "stale", problem, expected, manifest)
+        if problem:  # finished work was damaged or edited: never rebuilt silently, never read
+            return StageState(name, "corrupt", problem, expected, manifest)
         return StageState(name, "complete", "up to date", expected, manifest)
     marker = stage_dir / IN_PROGRESS
     if expected is not None and marker.exists() and has_progress:

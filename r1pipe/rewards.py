@@ -7,6 +7,8 @@ are often format learning, and an evaluation must be able to tell the two apart.
 
 from __future__ import annotations
 
+import numbers
+
 import math
 import re
 
@@ -275,8 +277,25 @@ def _bind(name: str, fn, params: dict):
     if unknown:
         raise R1Error(f"reward {name} has no parameter {sorted(unknown)[0]!r}", hint=f"it takes: {sorted(accepted - {'completions', '_'})}")
 
+    where = getattr(fn, "__module__", "?") + ":" + getattr(fn, "__qualname__", name)
+
     def reward(completions, **kwargs):
-        return fn(completions, **{**kwargs, **params})
+        # TRL calls this deep inside a training step: a failure here must still say which reward and why.
+        try:
+            out = fn(completions, **{**kwargs, **params})
+        except R1Error:
+            raise
+        except Exception as e:  # noqa: BLE001 - re-raised as one line naming the reward
+            text = " ".join(str(e).split())[:200]
+            raise R1Error(f"reward {name} ({where}) raised {type(e).__name__}: {text}",
+                          hint="fix the function; rerunning resumes the stage from its last checkpoint") from e
+        if not isinstance(out, (list, tuple)) or len(out) != len(completions) or not all(
+            v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool)) for v in out
+        ):
+            got = f"{type(out).__name__} of {len(out)}" if isinstance(out, (list, tuple)) else type(out).__name__
+            raise R1Error(f"reward {name} ({where}) returned {got} for {len(completions)} completions",
+                          hint="a reward returns one float (or None) per completion")
+        return out
 
     reward.__name__ = name
     return reward

@@ -12,6 +12,7 @@ A failure anywhere before step 5 leaves no manifest, so nothing half-done is eve
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import shutil
 import time
@@ -174,8 +175,8 @@ def plan(cfg, targets: list[str], force: bool = False) -> list[Step]:
             steps.append(Step(name, "rerun" if s.manifest else "run", "--force"))
         elif upstream:
             steps.append(Step(name, "rerun" if s.manifest else "run", f"parent {upstream[0]} will run"))
-        elif s.state == "corrupt":
-            raise R1Error(s.reason)  # says which file and to rerun with --force; nothing is touched
+        elif s.state == "corrupt":  # nothing is touched: the user decides whether the change was meant
+            raise R1Error(f"{name}: {s.reason}", hint=f"to rebuild it: r1pipe run --stage {name} --force {_conf(cfg)}")
         elif s.state == "complete":
             steps.append(Step(name, "skip", "complete, fingerprint matches"))
             continue
@@ -213,16 +214,20 @@ def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[
         if name not in st:
             raise R1Error(f"stage {name} is not in this recipe's run.stages", hint=f"stages here: {', '.join(st)}")
         if st[name].state == "corrupt" and not force:
-            raise R1Error(st[name].reason)
+            raise R1Error(f"{name}: {st[name].reason}",
+                          hint=f"to rebuild it: r1pipe run --stage {name} --force {' '.join(overrides)}".strip())
         for p in parents_of(cfg, name):
+            force_p = " --force" if st[p].state == "corrupt" else ""
             if not st[p].complete:
                 raise R1Error(
                     f"stage {name} needs {p}, which is {st[p].state} ({st[p].reason})",
-                    hint=f"run it first: r1pipe run --stage {p} {' '.join(overrides)}".strip(),
+                    hint=f"run it first: r1pipe run --stage {p}{force_p} {' '.join(overrides)}".strip(),
                 )
+            # the full check: every file whose size or mtime moved is hashed again before it is read
             problem = mf.outputs_intact(root / p, st[p].manifest, full=True)
             if problem:
-                raise R1Error(f"stage {p}: {problem}", hint=f"rerun it: r1pipe run --stage {p} --force")
+                raise R1Error(f"stage {name} cannot read {p}: {problem}",
+                              hint=f"rebuild it: r1pipe run --stage {p} --force {' '.join(overrides)}".strip())
         s = st[name]
         if s.complete and not force:
             log.info("%s: complete, skipped (fingerprint %s)", name, s.expected[:12])
@@ -235,13 +240,60 @@ def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[
 def _execute(
     cfg, name: str, s: mf.StageState, parent_manifests: dict[str, dict[str, Any]], resume: bool
 ) -> dict[str, Any]:
+    """Run the stage; whatever it raises becomes one line that names the stage (the cause stays chained for
+    --debug). Nothing here touches another stage's directory, so finished stages survive any failure."""
+    stage_dir = config_mod.run_dir(cfg) / name
+    try:
+        return _execute_stage(cfg, name, s, parent_manifests, resume)
+    except R1Error as e:
+        if not e.message.startswith(name):
+            e.message = f"{name}: {e.message}"
+        raise
+    except Exception as e:  # noqa: BLE001 - turned into the one-line error the CLI prints
+        if disk_full(e):
+            raise R1Error(
+                f"{name}: no space left on the device holding {stage_dir} ({_first_line(e)})",
+                hint="free some space (or set run.dir to a bigger disk) and rerun the same command: "
+                "finished stages are kept and this one resumes from its last checkpoint",
+            ) from e
+        raise R1Error(f"{name} failed: {type(e).__name__}: {_first_line(e)}",
+                      hint="finished stages are unchanged; --debug shows the traceback") from e
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether a failure was a full disk or quota, however the library reported it: an OSError (Python),
+    a SafetensorError naming StorageFull (Rust), or torch's 'file write failed' with the disk really full."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if "No space left on device" in text or "StorageFull" in text or "Disk quota exceeded" in text:
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def _first_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def _execute_stage(
+    cfg, name: str, s: mf.StageState, parent_manifests: dict[str, dict[str, Any]], resume: bool
+) -> dict[str, Any]:
     root = config_mod.run_dir(cfg)
     stage_dir = root / name
     mod = stages.module(name)
     stage_cfg = config_mod.stage_config(cfg, name)
     parent_names = list(parent_manifests)
     if not resume and stage_dir.exists():
-        shutil.rmtree(stage_dir)  # a stale or abandoned attempt: its checkpoints belong to another config
+        # A stale or abandoned attempt: its checkpoints belong to another config. Manifest and marker go
+        # first, so a kill during the delete leaves a directory nothing trusts or resumes, never a manifest
+        # over half-deleted outputs.
+        for marker in (mf.MANIFEST, mf.IN_PROGRESS):
+            (stage_dir / marker).unlink(missing_ok=True)
+        shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     mf.write_json_atomic(stage_dir / mf.IN_PROGRESS, {"fingerprint": s.expected})
     _write_yaml(stage_dir / "config.yaml", stage_cfg)
@@ -295,22 +347,35 @@ def _execute(
     (stage_dir / mf.IN_PROGRESS).unlink(missing_ok=True)
     write_cards(root, stage_dir, manifest)
     log.info("%s: complete in %.1fs", name, manifest["duration_s"])
-    # Evaluation comes after the manifest: a failed evaluation never costs a finished stage
-    # (`r1pipe eval --stage NAME` retries it).
-    evaluates = getattr(mod, "EVALUATE", True)  # a reward model's `model` writes no answers
-    if "model" in ctx.outputs and evaluates and cfg.eval.after_stage and stage_cfg.get("eval", True):
-        from r1pipe import evaluation
+    # Evaluation comes after the manifest: a failed or interrupted evaluation never costs a finished stage
+    # (the next run-all, or `r1pipe eval --stage NAME`, finishes it from its cached shards).
+    return evaluate_after(cfg, name, manifest)
 
-        try:
-            manifest["eval"] = evaluation.evaluate_stage(cfg, stage_dir, manifest)
-        except Exception as e:  # noqa: BLE001 - reported, and the stage stays complete
-            log.error("%s: evaluation failed (%s); the stage is complete, retry with r1pipe eval --stage %s",
-                      name, " ".join(str(e).split()) or type(e).__name__, name)
-            if log.isEnabledFor(logging.DEBUG):
-                raise
-        else:
-            mf.write_json_atomic(stage_dir / mf.MANIFEST, manifest)
-            write_cards(root, stage_dir, manifest)
+
+def wants_eval(cfg, name: str, manifest: dict[str, Any]) -> bool:
+    evaluates = getattr(stages.module(name), "EVALUATE", True)  # a reward model's `model` writes no answers
+    return ("model" in manifest.get("outputs", {}) and evaluates and bool(cfg.eval.after_stage)
+            and bool(config_mod.stage_config(cfg, name).get("eval", True)))
+
+
+def evaluate_after(cfg, name: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate a complete stage's model and record it in its manifest; a failure is logged, not raised."""
+    if not wants_eval(cfg, name, manifest):
+        return manifest
+    from r1pipe import evaluation
+
+    root = config_mod.run_dir(cfg)
+    stage_dir = root / name
+    try:
+        manifest["eval"] = evaluation.evaluate_stage(cfg, stage_dir, manifest)
+    except Exception as e:  # noqa: BLE001 - reported, and the stage stays complete
+        log.error("%s: evaluation failed (%s); the stage is complete, retry with r1pipe eval --stage %s",
+                  name, " ".join(str(e).split()) or type(e).__name__, name)
+        if log.isEnabledFor(logging.DEBUG):
+            raise
+    else:
+        mf.write_json_atomic(stage_dir / mf.MANIFEST, manifest)
+        write_cards(root, stage_dir, manifest)
     return manifest
 
 
@@ -342,6 +407,13 @@ def run_all(
         done = []
         for step in steps:
             if step.action == "skip":
+                manifest = states(cfg)[step.stage].manifest
+                if not manifest.get("eval") and wants_eval(cfg, step.stage, manifest):
+                    # complete, but its evaluation was interrupted or failed: finish that, not the stage
+                    log.info("%s: complete; evaluating it (its evaluation did not finish)", step.stage)
+                    evaluate_after(cfg, step.stage, manifest)
+                    done.append(Step(step.stage, "evaluate", "complete, evaluation had not finished"))
+                    continue
                 log.info("%s: complete, skipped", step.stage)
                 done.append(step)
                 continue
@@ -371,6 +443,11 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".yaml.tmp")
     tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(data)))
     tmp.replace(path)
+
+
+def _conf(cfg) -> str:
+    """The preset and run directory as overrides, for commands quoted in hints."""
+    return f"conf={cfg.preset} run.dir={config_mod.run_dir(cfg)}"
 
 
 def _now() -> str:

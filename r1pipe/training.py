@@ -40,9 +40,17 @@ def last_checkpoint(trainer_dir: Path) -> Path | None:
     done = [
         (int(m.group(1)), p)
         for p in trainer_dir.iterdir()
-        if (m := _CKPT.match(p.name)) and (p / "trainer_state.json").exists()
+        if (m := _CKPT.match(p.name)) and _whole_state(p / "trainer_state.json")
     ]
     return max(done)[1] if done else None
+
+
+def _whole_state(path: Path) -> bool:
+    """trainer_state.json exists and parses: a kill while the Trainer wrote it leaves a torn file."""
+    try:
+        return isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def train(trainer, metrics_path: Path) -> dict[str, Any]:
@@ -82,7 +90,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     keep = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    tmp.replace(path)  # a kill here leaves the old log or the new one, never a half-written one
 
 
 def _metrics_callback(path: Path):
@@ -94,12 +104,13 @@ def _metrics_callback(path: Path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or not state.is_world_process_zero:
                 return
-            loss = logs.get("loss")
-            if isinstance(loss, float) and not math.isfinite(loss):
-                raise R1Error(
-                    f"loss is {loss} at step {state.global_step}",
-                    hint="lower the learning rate or check the data; the stage was not marked complete",
-                )
+            for key in ("loss", "train_loss"):  # train_loss: the average the Trainer logs at the very end
+                loss = logs.get(key)
+                if isinstance(loss, (int, float)) and not math.isfinite(loss):
+                    raise R1Error(
+                        f"{key} is {loss} at step {state.global_step}",
+                        hint="lower the learning rate or check the data; the stage was not marked complete",
+                    )
             with open(path, "a") as f:
                 f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 

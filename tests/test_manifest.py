@@ -53,10 +53,36 @@ def test_states(tmp_path):
     (stage / "model" / "w.safetensors").write_bytes(b"truncat")  # same size, other bytes
     assert mf.stage_state(stage, "f" * 64, False).state == "complete"  # the quick check cannot see it ...
     full = mf.stage_state(stage, "f" * 64, False, full=True)
-    assert full.state == "stale" and "sha256" in full.reason  # ... the full one does
+    assert full.state == "corrupt" and "w.safetensors was modified" in full.reason  # ... the full one does
     (stage / "model" / "w.safetensors").write_bytes(b"trunc")
     s = mf.stage_state(stage, "f" * 64, False)
-    assert s.state == "stale" and "w.safetensors" not in s.reason and "model" in s.reason
+    assert s.state == "corrupt" and "w.safetensors changed size" in s.reason and "5 bytes, recorded 7" in s.reason
+    (stage / "model" / "w.safetensors").unlink()
+    assert "w.safetensors is missing" in mf.stage_state(stage, "f" * 64, False).reason
+    (stage / "model" / "w.safetensors").write_bytes(b"weights")
+    (stage / "model" / "extra.bin").write_bytes(b"")
+    assert "extra.bin was added" in mf.stage_state(stage, "f" * 64, False).reason
+
+
+def test_full_check_hashes_only_files_whose_stamp_moved(tmp_path, monkeypatch):
+    import os
+
+    stage = _complete(tmp_path)
+    w = stage / "model" / "w.safetensors"
+    hashed = []
+    real = mf._sha256_file
+    monkeypatch.setattr(mf, "_sha256_file", lambda f: hashed.append(f.name) or real(f))
+    assert mf.outputs_intact(stage, mf.read_manifest(stage), full=True) is None
+    assert hashed == []  # size and mtime as recorded: the fast path reads no bytes
+    os.utime(w, ns=(w.stat().st_atime_ns, w.stat().st_mtime_ns + 10**9))  # a touch, or a copy without -p
+    assert mf.outputs_intact(stage, mf.read_manifest(stage), full=True) is None
+    assert hashed == ["w.safetensors"]  # hashed once, matched ...
+    assert mf.outputs_intact(stage, mf.read_manifest(stage), full=True) is None
+    assert hashed == ["w.safetensors"]  # ... and remembered in .verified.json: fast again
+    assert json.loads((stage / mf.VERIFIED).read_text()) == {"model/w.safetensors": [7, w.stat().st_mtime_ns]}
+    w.write_bytes(b"WEIGHTS")  # same size, new bytes, new mtime
+    problem = mf.outputs_intact(stage, mf.read_manifest(stage), full=True)
+    assert problem == f"file {w} was modified after the stage finished (its sha256 differs from the manifest)"
 
 
 def test_partial_needs_matching_marker_and_progress(tmp_path):

@@ -95,8 +95,9 @@ def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
 
     f = cfg["difficulty_filter"]
     cache = ctx.dir / "difficulty.jsonl"
-    if cache.exists() and ctx.resume:
-        rates = [json.loads(line)["pass_rate"] for line in cache.read_text().splitlines()]
+    cached = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() and ctx.resume else []
+    if [c["prompt"] for c in cached] == [r["prompt"] for r in rows]:
+        rates = [c["pass_rate"] for c in cached]
     else:
         sampling = Sampling(
             n=f["k"], temperature=f["temperature"], top_p=1.0, max_new_tokens=f["max_new_tokens"],
@@ -104,9 +105,9 @@ def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
         )
         outs = generate(model, tokenizer, [r["prompt"] for r in rows], sampling, desc="difficulty filter")
         rates = [sum(is_correct(c, r["answer"], cfg["verifier"]) for c in o) / len(o) for r, o in zip(rows, outs)]
-        with open(cache, "w") as fh:
-            for r, rate in zip(rows, rates):
-                fh.write(json.dumps({"prompt": r["prompt"], "pass_rate": rate}) + "\n")
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps({"prompt": r["prompt"], "pass_rate": rate}) + "\n" for r, rate in zip(rows, rates)))
+        tmp.replace(cache)  # whole or absent: a resume never reads a torn cache
     kept = [r for r, rate in zip(rows, rates) if f["min_pass_rate"] < rate < f["max_pass_rate"]]
     stats = {
         "enabled": True,
