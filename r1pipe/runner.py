@@ -149,11 +149,13 @@ def states(cfg, full: bool = False) -> dict[str, mf.StageState]:
 
 
 def _has_progress(stage_dir: Path) -> bool:
-    """Work an interrupted attempt left behind: a Trainer checkpoint or a finished generation shard."""
+    """Work an interrupted attempt left behind: a Trainer checkpoint, a finished generation shard, or the
+    difficulty filter's pass rates."""
     trainer = stage_dir / "trainer"
     if trainer.is_dir() and any((c / "trainer_state.json").exists() for c in trainer.glob("checkpoint-*")):
         return True
-    return any((stage_dir / "shards").glob("shard-*.jsonl"))
+    # reasoning_rl's difficulty filter (written whole, after generating k samples for every prompt)
+    return any((stage_dir / "shards").glob("shard-*.jsonl")) or (stage_dir / "difficulty.jsonl").is_file()
 
 
 @dataclass
@@ -250,7 +252,7 @@ def _execute(
             e.message = f"{name}: {e.message}"
         raise
     except Exception as e:  # noqa: BLE001 - turned into the one-line error the CLI prints
-        if disk_full(e):
+        if disk_full(e, stage_dir):
             raise R1Error(
                 f"{name}: no space left on the device holding {stage_dir} ({_first_line(e)})",
                 hint="free some space (or set run.dir to a bigger disk) and rerun the same command: "
@@ -260,18 +262,27 @@ def _execute(
                       hint="finished stages are unchanged; --debug shows the traceback") from e
 
 
-def disk_full(e: BaseException) -> bool:
-    """Whether a failure was a full disk or quota, however the library reported it: an OSError (Python),
-    a SafetensorError naming StorageFull (Rust), or torch's 'file write failed' with the disk really full."""
-    seen = 0
-    while e is not None and seen < 8:
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+def disk_full(e: BaseException, where: Path | None = None) -> bool:
+    """Whether a failure was a full disk or quota, however the library reported it: an OSError (Python), a
+    SafetensorError naming StorageFull (Rust), or, since torch.save reports a full disk only as "unexpected
+    pos ..." or "file write failed", any failure while the disk under `where` is (nearly) full."""
+    seen, err = 0, e
+    while err is not None and seen < 8:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        text = str(e)
+        text = str(err)
         if "No space left on device" in text or "StorageFull" in text or "Disk quota exceeded" in text:
             return True
-        e, seen = e.__cause__ or e.__context__, seen + 1
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    if where is not None:
+        try:
+            return shutil.disk_usage(where).free < LOW_DISK
+        except OSError:
+            return False
     return False
+
+
+LOW_DISK = 64 << 20  # bytes free under which a failed write is taken for a full disk
 
 
 def _first_line(e: BaseException) -> str:

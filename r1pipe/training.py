@@ -27,6 +27,9 @@ def trl_config(config_cls: type, stage: str, stage_cfg: dict[str, Any], output_d
     block.setdefault("seed", seed)
     block.setdefault("data_seed", seed)
     block.setdefault("report_to", "none")
+    # The Trainer's default hides a NaN/inf loss from the logs (it logs a running average instead); r1pipe
+    # wants to see it, to fail the stage before a poisoned checkpoint is taken as finished work.
+    block.setdefault("logging_nan_inf_filter", False)
     try:
         return config_cls(output_dir=str(output_dir), **block)
     except (ValueError, TypeError) as e:
@@ -104,7 +107,9 @@ def _metrics_callback(path: Path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or not state.is_world_process_zero:
                 return
-            for key in ("loss", "train_loss"):  # train_loss: the average the Trainer logs at the very end
+            # train_loss: the average the Trainer logs at the very end; grad_norm: NaN weights-to-be even when
+            # the loss of the step itself was still finite
+            for key in ("loss", "train_loss", "grad_norm"):
                 loss = logs.get(key)
                 if isinstance(loss, (int, float)) and not math.isfinite(loss):
                     raise R1Error(

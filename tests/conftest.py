@@ -38,3 +38,20 @@ def char_length_reward(completions, **_):
     from r1pipe.rewards import completion_text
 
     return [float(len(completion_text(c))) for c in completions]
+
+
+def raising_reward(completions, **_):
+    """A reward with a bug in it: the stage must fail in one line naming it, and keep everything finished."""
+    raise ValueError("could not parse the answer")
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[str, str]]:
+    """Each complete stage's manifest bytes and recorded output hashes: what 'nothing finished was lost or
+    changed' compares."""
+    import json
+
+    out = {}
+    for m in sorted(run_dir.glob("*/manifest.json")):
+        text = m.read_text()
+        out[m.parent.name] = (text, json.dumps(json.loads(text)["hashes"], sort_keys=True))
+    return out
