@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 R1PIPE := $(VENV)/bin/r1pipe
 CONF   ?= tiny
 
-.PHONY: install test pipeline bench clean
+.PHONY: install test pipeline faults bench clean
 
 # The stamp depends on pyproject.toml, so editing dependencies reinstalls. torch is named in the same
 # pip call (pinned in pyproject too) so the resolver never reaches for a CUDA build.
@@ -28,6 +28,17 @@ pipeline: install
 	$(R1PIPE) status conf=tiny_zero
 	$(R1PIPE) status conf=$(CONF)
 	$(R1PIPE) report conf=$(CONF)
+
+# Crash safety: SIGKILL run-all on the tiny preset at FAULT_KILLS random moments, checking after each kill that
+# finished work is intact and nothing unfinished was consumed; then it must finish complete and evaluated.
+# save_steps only sets how often checkpoints are written (not fingerprinted): the computation is tiny's.
+FAULT_KILLS ?= 20
+FAULT_SEED  ?= 0
+faults: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) scripts/fault_inject.py --kills $(FAULT_KILLS) --seed $(FAULT_SEED) \
+	  conf=tiny run.dir=runs/faults cold_sft.trainer.save_steps=20 reasoning_rl.trainer.save_steps=10 \
+	  second_sft.trainer.save_steps=20 reward_model.trainer.save_steps=20 alignment_rl.trainer.save_steps=10 \
+	  distill.trainer.save_steps=25
 
 clean:
 	rm -rf runs outputs .pytest_cache

@@ -43,8 +43,32 @@ def load(overrides: list[str] | tuple[str, ...] = ()):
             cfg = compose(config_name="config", overrides=overrides)
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException, YAMLError) as e:
-        raise R1Error(_hydra_message(e), hint=_hydra_hint(e)) from e
+        raise R1Error(_hydra_message(e), hint=_suggest_key(e, overrides) or _hydra_hint(e)) from e
     return cfg
+
+
+def _suggest_key(e: Exception, overrides: list[str]) -> str | None:
+    """For a mistyped key (`cold_sfft.trainer.max_steps=3`), the closest key the config has."""
+    import re
+
+    m = re.search(r"Could not override '([^']+)'", str(e))
+    if not m:
+        return None
+    try:  # the same preset without the user's other overrides: every key a user can set
+        keys = _dotted(to_plain(load([o for o in overrides if o.startswith("conf=")])))
+    except R1Error:
+        return None
+    close = difflib.get_close_matches(m.group(1), keys, n=1, cutoff=0.75)
+    return f"did you mean {close[0]}? `r1pipe config` shows every key" if close else None
+
+
+def _dotted(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return [prefix]
+    out = [prefix] if prefix else []
+    for k, v in node.items():
+        out += _dotted(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
 
 
 def _hydra_message(e: Exception) -> str:

@@ -7,7 +7,8 @@ the result is complete, intact and evaluated, and that one more run-all trains n
 Where the kills land: most are aimed at a stage (drawn at random, in graph order) and fall a random
 0..--max-delay seconds after that stage logs "running" or "resuming", which covers training, generation,
 saving, the move into place, the manifest and the evaluation after it; the rest (--startup-share) fall in
-the first seconds of a process (imports, planning, hashing parents). Every kill is SIGKILL to the whole
+the first seconds of a process (imports, planning, hashing parents), as do any left once the run has
+finished (a late delay can outrun the last stage). Every kill is SIGKILL to the whole
 process group, as `kill -9` or the OOM killer would do it. The checks read the files with this script's own
 hashing, not r1pipe's fast path. Exit status 0 when every check held; the summary goes to --summary.
 """
@@ -162,16 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     cmd = [sys.executable, "-m", "r1pipe.cli", "run-all", *args.overrides]
-    t0, record, failures = time.time(), [], []
+    t0, record, failures, finished = time.time(), [], [], False
     for i, kill in enumerate(plan):
+        if finished:  # the run finished before this kill's stage came: the rest fall in no-op run-alls
+            kill = {"startup": round(rng.uniform(0.2, 3.0), 2), "retargeted": True}
         res = attempt(cmd, logs / f"attempt-{i:02d}.log", kill, args.timeout, order)
+        finished = finished or res["rc"] == 0
         problems = check_invariants(run_dir)
         record.append({"kill": i + 1, **kill, **res, "problems": problems})
         print(f"kill {i + 1:2d}/{args.kills}: {json.dumps(kill)} -> {res.get('rc')} at {res.get('at', '-')}"
               f" after {res.get('after_s', '-')} s; invariants {'hold' if not problems else 'BROKEN: ' + '; '.join(problems)}",
               flush=True)
         failures += problems
-        if res["rc"] not in ("killed", 0):
+        if res["rc"] not in ("killed", 0):  # 0: finished before the kill; anything else is a failure
             failures.append(f"attempt {i + 1} exited with {res['rc']} (see {logs / f'attempt-{i:02d}.log'})")
             break
     final = attempt(cmd, logs / "final.log", None, args.timeout)

@@ -27,7 +27,9 @@ def test_overrides_reach_the_stage():
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("cold_sft.trainer.learnin_rate=1", "Could not override 'cold_sft.trainer.learnin_rate'"),
+        ("cold_sft.trainer.learnin_rate=1", r"Could not override 'cold_sft.trainer.learnin_rate'.*did you mean cold_sft.trainer.learning_rate\?"),
+        ("cold_sfft.trainer.max_steps=3", r"did you mean cold_sft.trainer.max_steps\?"),
+        ("eval.max_new_token=3", r"did you mean eval.max_new_tokens\?"),
         ("conf=nope", "Could not find 'conf/nope'"),
         ("nokey", "not KEY=VALUE"),
     ],
