@@ -205,7 +205,7 @@ def make_engine(model_dir, backend: str = "transformers", dtype: str = "float32"
         from r1pipe.models import load_tokenizer
 
         tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-        llm = LLM(model=str(model_dir), dtype=dtype, trust_remote_code=trust_remote_code)
+        llm = LLM(model=str(model_dir), dtype=dtype, trust_remote_code=trust_remote_code, load_format="safetensors")
         eos = tok.convert_tokens_to_ids(tok.eos_token)
 
         def run(turns, sampling):

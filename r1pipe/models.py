@@ -141,6 +141,7 @@ def count_saved_parameters(model_dir: str | Path) -> int:
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False, revision: str | None = None, check: bool = True):
     from transformers import AutoTokenizer
 
+    missing_local_dir(path)
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as e:
@@ -162,6 +163,8 @@ def load_causal_lm(
 
     if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
         raise R1Error(f"dtype {dtype!r} is not a torch dtype", hint="use float32, bfloat16 or float16")
+    missing_local_dir(path)
+    refuse_pickled_weights(path)
     try:
         return AutoModelForCausalLM.from_pretrained(
             str(path),
@@ -172,6 +175,32 @@ def load_causal_lm(
         )
     except (OSError, ValueError) as e:
         raise R1Error(f"cannot load a model from {path}: {first_line(e)}", hint="check the path or hub id") from e
+
+
+def missing_local_dir(path: str | Path) -> None:
+    """A path that can only be local (absolute, ./, ../, ~) and is not a directory: say so, rather than let
+    the hub client call it a malformed repo id."""
+    text = str(path)
+    if text.startswith(("/", "./", "../", "~")) and not Path(text).expanduser().is_dir():
+        what = "is a file, not a model directory" if Path(text).expanduser().exists() else "does not exist"
+        raise R1Error(f"model path {text} {what}", hint="point it at a save_pretrained directory, or use a hub id")
+
+
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def refuse_pickled_weights(path: str | Path) -> None:
+    """A local model directory with pickled weights and no safetensors is refused before anything reads it:
+    unpickling a file can run code, so r1pipe loads weights from safetensors only."""
+    p = Path(path)
+    if not p.is_dir() or any(p.glob("*.safetensors")):
+        return
+    pickled = sorted(f.name for pattern in PICKLED_WEIGHTS for f in p.glob(pattern))
+    if pickled:
+        raise R1Error(
+            f"model at {path} has only pickled weights ({', '.join(pickled[:3])}); r1pipe loads safetensors only",
+            hint="convert it once where you trust the file: from_pretrained(dir).save_pretrained(new) writes safetensors",
+        )
 
 
 def first_line(e: BaseException) -> str:

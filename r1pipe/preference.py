@@ -28,8 +28,9 @@ class RewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from r1pipe.models import first_line, load_tokenizer
+        from r1pipe.models import first_line, load_tokenizer, refuse_pickled_weights
 
+        refuse_pickled_weights(path)
         self.tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, check=False)
         try:
             self.model = AutoModelForSequenceClassification.from_pretrained(

@@ -7,9 +7,9 @@ are often format learning, and an evaluation must be able to tell the two apart.
 
 from __future__ import annotations
 
-import numbers
-
+import logging
 import math
+import numbers
 import re
 
 from r1pipe.errors import R1Error
@@ -97,14 +97,32 @@ def is_correct(completion: str, gold: str, verifier: str = "integer") -> bool:
 
 
 def math_equal(pred: str, gold: str) -> bool:
-    # Timeouts off: math-verify's default uses signals, which fail outside the main thread.
+    if too_big_to_verify(pred) or too_big_to_verify(gold):
+        return False
+    import threading
+
     from math_verify import parse, verify
 
-    gold_parsed = parse(_boxed(gold), parsing_timeout=None)
-    pred_parsed = parse(_boxed(pred), parsing_timeout=None)
+    # math-verify's timeouts use SIGALRM, which only the main thread can take; elsewhere they are off, and
+    # too_big_to_verify is what stands between a sampled power tower and a stalled training step.
+    t = 5 if threading.current_thread() is threading.main_thread() else None
+    if t is None:
+        logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout is disabled" on every call
+    gold_parsed = parse(_boxed(gold), parsing_timeout=t)
+    pred_parsed = parse(_boxed(pred), parsing_timeout=t)
     if not gold_parsed or not pred_parsed:
         return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=t))
+
+
+# An exponent that holds another exponent (9^{9^{9}}, 9^9^9) or has 8+ digits: sympy would compute the power
+# exactly, for minutes and gigabytes, and no timeout can interrupt one C-level integer power.
+_HUGE_POWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\d+\s*\^|\^\s*\{?\s*\d{8,}|\*\*\s*\(?[^()]*\*\*")
+
+
+def too_big_to_verify(text: str) -> bool:
+    """Whether an answer is too long or holds a power too big to check (it then counts as not equal)."""
+    return len(text) > 2000 or bool(_HUGE_POWER.search(text))
 
 
 def _boxed(text: str) -> str:

@@ -21,9 +21,12 @@ log = logging.getLogger("r1pipe")
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def trl_config(config_cls: type, stage: str, stage_cfg: dict[str, Any], output_dir: Path, seed: int):
+def trl_config(config_cls: type, stage: str, stage_cfg: dict[str, Any], output_dir: Path, seed: int,
+               trust_remote_code: bool = False):
     block = dict(stage_cfg.get("trainer") or {})
     check_trainer_block(stage, block, config_cls)
+    if "trust_remote_code" in getattr(config_cls, "__dataclass_fields__", {}):
+        block.setdefault("trust_remote_code", trust_remote_code)  # GRPO loads its reference model itself
     block.setdefault("seed", seed)
     block.setdefault("data_seed", seed)
     block.setdefault("report_to", "none")

@@ -100,7 +100,7 @@ def test_a_tampered_parent_is_refused_naming_the_file_and_the_stage_to_rebuild(r
 
 
 def test_an_unreadable_base_model_path_is_one_line(tmp_path):
-    for model, needle in ((tmp_path / "nowhere", "nowhere"), (tmp_path / "garbage", "garbage")):
+    for model, needle in ((tmp_path / "nowhere", "nowhere does not exist"), (tmp_path / "garbage", "garbage")):
         if model.name == "garbage":
             model.mkdir()
             (model / "config.json").write_text("{not json")

@@ -116,3 +116,14 @@ def test_custom_reward_by_import_path():
     assert funcs[0].__name__ == "chars" and funcs[0](chat("abc", "")) == [3.0, 0.0]
     with pytest.raises(R1Error, match="cannot import reward 'x' from 'nope_mod:f'"):
         R.build({"x": {"function": "nope_mod:f"}})
+
+
+def test_a_power_tower_is_refused_fast_not_computed():
+    from r1pipe.rewards import is_correct, too_big_to_verify
+
+    for hostile in ("9^{9^{9}}", "10^{10^{10}}", "9^9^9", "2^{123456789}", "2**(3**99)", "1" * 3000):
+        assert too_big_to_verify(hostile), hostile
+        assert not is_correct(f"<think>x</think><answer>{hostile}</answer>", "5", "math")  # unguarded: > 20 s
+    for fine in ("x^2+y^2", "2^{10}", "\\frac{1}{2}", "10^{100}"):
+        assert not too_big_to_verify(fine), fine
+    assert is_correct("<answer>2^{10}</answer>", "1024", "math")

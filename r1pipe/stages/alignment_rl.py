@@ -83,7 +83,8 @@ def run(ctx) -> dict[str, Any]:
     cfg = ctx.config
     init = parents(cfg)[0]
     init_dir = ctx.parent_output(init, "model")
-    args = training.trl_config(GRPOConfig, NAME, reasoning_rl.trainer_block(NAME, cfg, _weights(cfg)), ctx.trainer_dir, ctx.seed)
+    args = training.trl_config(GRPOConfig, NAME, reasoning_rl.trainer_block(NAME, cfg, _weights(cfg)), ctx.trainer_dir, ctx.seed,
+                                trust_remote_code=ctx.trust_remote_code)
     remote, dtype = ctx.trust_remote_code, cfg.get("dtype", "float32")
 
     start = 0

@@ -58,7 +58,8 @@ def run(ctx) -> dict[str, Any]:
     cfg = ctx.config
     init = parents(cfg)[0]
     init_dir = ctx.parent_output(init, "model")
-    args = training.trl_config(GRPOConfig, NAME, trainer_block(NAME, cfg), ctx.trainer_dir, ctx.seed)
+    args = training.trl_config(GRPOConfig, NAME, trainer_block(NAME, cfg), ctx.trainer_dir, ctx.seed,
+                               trust_remote_code=ctx.trust_remote_code)
     reward_funcs, _ = rewards.build(cfg["rewards"])
     rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
 
