@@ -58,6 +58,8 @@ def _suggest_key(e: Exception, overrides: list[str]) -> str | None:
         keys = _dotted(to_plain(load([o for o in overrides if o.startswith("conf=")])))
     except R1Error:
         return None
+    if m.group(1) in keys:
+        return None  # the key exists: the value is what is wrong, and the message says why
     close = difflib.get_close_matches(m.group(1), keys, n=1, cutoff=0.75)
     return f"did you mean {close[0]}? `r1pipe config` shows every key" if close else None
 
@@ -76,6 +78,9 @@ def _hydra_message(e: Exception) -> str:
     # Hydra wraps the useful sentence; keep the first one and drop its suggestion boilerplate.
     for cut in (" To append to your config use", " Config search path:"):
         text = text.split(cut)[0]
+    cause = e.__cause__
+    if cause is not None and "Could not override" in text:  # Hydra's line hides why; its cause says it
+        text += f" ({str(cause).strip().splitlines()[0]})"
     return f"bad config: {text}"
 
 

@@ -2,11 +2,13 @@
 
 Stages never decide this themselves. For one stage the runner
 1. takes the run directory's lock,
-2. checks that every parent is complete (full hash check of the outputs it will read),
+2. checks that every parent is complete and its outputs intact (each file's size and mtime against the
+   manifest; a file that moved is hashed again, and a changed one refuses the stage, naming the file),
 3. resumes a partial attempt with the same fingerprint, or starts clean (wiping an old or stale attempt),
 4. calls the stage's `run(ctx)`, which writes outputs under `.staging/`,
 5. moves outputs into place, hashes them, evaluates a model output, and writes `manifest.json` last.
-A failure anywhere before step 5 leaves no manifest, so nothing half-done is ever taken as complete.
+A failure anywhere before step 5 leaves no manifest, so nothing half-done is ever taken as complete, and it
+reaches the user as one line naming the stage (a full disk says so, whatever the library called it).
 """
 
 from __future__ import annotations
@@ -243,16 +245,25 @@ def _execute(
     cfg, name: str, s: mf.StageState, parent_manifests: dict[str, dict[str, Any]], resume: bool
 ) -> dict[str, Any]:
     """Run the stage; whatever it raises becomes one line that names the stage (the cause stays chained for
-    --debug). Nothing here touches another stage's directory, so finished stages survive any failure."""
+    --debug). Nothing here touches another stage's directory, so finished stages survive any failure; and a
+    rerun that fails before making progress (bad data, a typo'd reward, a full disk) puts this stage's
+    previous outputs back exactly as they were."""
     stage_dir = config_mod.run_dir(cfg) / name
+    previous = None if resume else _set_aside(stage_dir)
     try:
-        return _execute_stage(cfg, name, s, parent_manifests, resume)
-    except R1Error as e:
-        if not e.message.startswith(name):
-            e.message = f"{name}: {e.message}"
-        raise
-    except Exception as e:  # noqa: BLE001 - turned into the one-line error the CLI prints
-        if disk_full(e, stage_dir):
+        manifest = _execute_stage(cfg, name, s, parent_manifests, resume)
+    except BaseException as e:
+        if previous is not None and previous.exists() and not _has_progress(stage_dir):
+            shutil.rmtree(stage_dir, ignore_errors=True)
+            previous.rename(stage_dir)
+            log.info("%s: the previous outputs are back in place", name)
+        if isinstance(e, R1Error):
+            if not e.message.startswith(name):
+                e.message = f"{name}: {e.message}"
+            raise
+        if not isinstance(e, Exception):
+            raise  # Ctrl-C, exit: not an error of the stage
+        if disk_full(e, stage_dir.parent):
             raise R1Error(
                 f"{name}: no space left on the device holding {stage_dir} ({_first_line(e)})",
                 hint="free some space (or set run.dir to a bigger disk) and rerun the same command: "
@@ -260,6 +271,27 @@ def _execute(
             ) from e
         raise R1Error(f"{name} failed: {type(e).__name__}: {_first_line(e)}",
                       hint="finished stages are unchanged; --debug shows the traceback") from e
+    shutil.rmtree(stage_dir.parent / REPLACED / name, ignore_errors=True)  # also after a resumed attempt
+    return manifest
+
+
+REPLACED = ".replaced"  # <run.dir>/.replaced/<stage>: a rerun's previous outputs, until the rerun succeeds
+
+
+def _set_aside(stage_dir: Path) -> Path | None:
+    """Move a stage's old directory out of the way for a fresh attempt (one rename: a kill leaves it either
+    in place or set aside, never half-deleted). A directory with a manifest replaces what was set aside
+    before; one without (an abandoned attempt, of another config) is simply deleted."""
+    aside = stage_dir.parent / REPLACED / stage_dir.name
+    if stage_dir.exists():
+        if (stage_dir / mf.MANIFEST).exists():
+            shutil.rmtree(aside, ignore_errors=True)
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            stage_dir.rename(aside)
+        else:
+            (stage_dir / mf.IN_PROGRESS).unlink(missing_ok=True)  # first: a kill mid-delete resumes nothing
+            shutil.rmtree(stage_dir)
+    return aside if aside.exists() else None
 
 
 def disk_full(e: BaseException, where: Path | None = None) -> bool:
@@ -298,14 +330,7 @@ def _execute_stage(
     mod = stages.module(name)
     stage_cfg = config_mod.stage_config(cfg, name)
     parent_names = list(parent_manifests)
-    if not resume and stage_dir.exists():
-        # A stale or abandoned attempt: its checkpoints belong to another config. Manifest and marker go
-        # first, so a kill during the delete leaves a directory nothing trusts or resumes, never a manifest
-        # over half-deleted outputs.
-        for marker in (mf.MANIFEST, mf.IN_PROGRESS):
-            (stage_dir / marker).unlink(missing_ok=True)
-        shutil.rmtree(stage_dir)
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    stage_dir.mkdir(parents=True, exist_ok=True)  # empty unless resuming: _execute set the old one aside
     mf.write_json_atomic(stage_dir / mf.IN_PROGRESS, {"fingerprint": s.expected})
     _write_yaml(stage_dir / "config.yaml", stage_cfg)
 

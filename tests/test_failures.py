@@ -230,3 +230,19 @@ def _measured(d):
         return {k: _measured(v) for k, v in d.items() if k not in ("cache", "seconds")
                 and not (k.endswith("_s") or "per_s" in k or "per_second" in k or k.endswith("runtime"))}
     return d
+
+
+@pytest.mark.parametrize("content,needles", [
+    (b"", ("has no rows",)),
+    (b'{"prompt": "1+1", "solution": "2"}\n{"prompt": "2+2", "solu', ("line 2",)),
+    (b'{"prompt": "caf\xe9", "solution": "x"}\n', ("UTF-8",)),
+    (b'{"prompt": "1+1"}\n', ("solution",)),
+])
+def test_bad_training_data_is_one_line_naming_the_file_and_nothing_finished_changes(run_copy, content, needles):
+    data = run_copy.parent / "cold.jsonl"
+    data.write_bytes(content)
+    before = snapshot(run_copy)
+    r = _cli("run", "--stage", "cold_sft", "--force", *overrides_for(run_copy, f"cold_sft.data={{path: {data}}}"))
+    _one_line_error(r, "cold.jsonl", *needles)
+    assert snapshot(run_copy) == before  # cold_sft's finished outputs were not wiped by the failed rerun
+    assert not (run_copy / ".replaced" / "cold_sft").exists()  # set aside for the attempt, then put back

@@ -41,4 +41,4 @@ def test_a_card_is_not_part_of_the_model_hash(run_copy):
     weights = run_copy / "cold_sft" / "model" / "config.json"
     weights.write_text(weights.read_text().replace("{", "{ ", 1))
     states = runner.states(config.load(overrides_for(run_copy)), full=True)
-    assert states["cold_sft"].state == "stale" and "cold_sft/model changed" in states["cold_sft"].reason
+    assert states["cold_sft"].state == "corrupt" and "cold_sft/model/config.json changed size" in states["cold_sft"].reason
