@@ -130,6 +130,18 @@ def quick_stat(path: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), len(files)
 
 
+def fsync_tree(path: Path) -> None:
+    """Flush a file or a directory tree (files, then directories, then the parent) to the disk."""
+    items = [path] if path.is_file() else [*sorted(p for p in path.rglob("*") if p.is_file()),
+                                           *sorted((p for p in path.rglob("*") if p.is_dir()), reverse=True), path]
+    for p in [*items, path.parent]:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write to a temp file in the same directory, fsync, rename: readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,12 +171,18 @@ def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
         ) from e
     if not isinstance(data, dict) or "stage" not in data or "fingerprint" not in data:
         raise R1Error(f"corrupt manifest {path}: missing stage/fingerprint", hint="rerun the stage with --force")
+    if not isinstance(data.get("schema", 0), int):
+        raise R1Error(f"corrupt manifest {path}: schema is {data['schema']!r}", hint="rerun the stage with --force")
     if data.get("schema", 0) > SCHEMA:
-        raise R1Error(
+        raise NewerSchema(
             f"{path} has manifest schema {data['schema']}, this r1pipe reads up to {SCHEMA}",
             hint="upgrade r1pipe, or use another run.dir",
         )
     return data
+
+
+class NewerSchema(R1Error):
+    """A manifest written by a newer r1pipe: not damaged, so never rebuilt (not even with --force)."""
 
 
 @dataclass
@@ -174,6 +192,7 @@ class StageState:
     reason: str
     expected: str | None  # fingerprint it should have now (None while a parent is not complete)
     manifest: dict[str, Any] | None
+    newer: bool = False  # written by a newer r1pipe: upgrade, never --force
 
     @property
     def complete(self) -> bool:
@@ -242,6 +261,8 @@ def stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full:
     name = stage_dir.name
     try:
         manifest = read_manifest(stage_dir)
+    except NewerSchema as e:
+        return StageState(name, "corrupt", str(e), expected, None, newer=True)
     except R1Error as e:
         return StageState(name, "corrupt", str(e), expected, None)
     if manifest is not None:

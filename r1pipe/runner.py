@@ -154,10 +154,20 @@ def _has_progress(stage_dir: Path) -> bool:
     """Work an interrupted attempt left behind: a Trainer checkpoint, a finished generation shard, or the
     difficulty filter's pass rates."""
     trainer = stage_dir / "trainer"
-    if trainer.is_dir() and any((c / "trainer_state.json").exists() for c in trainer.glob("checkpoint-*")):
+    if trainer.is_dir() and any(_whole_json(c / "trainer_state.json") for c in trainer.glob("checkpoint-*")):
         return True
     # reasoning_rl's difficulty filter (written whole, after generating k samples for every prompt)
     return any((stage_dir / "shards").glob("shard-*.jsonl")) or (stage_dir / "difficulty.jsonl").is_file()
+
+
+def _whole_json(path: Path) -> bool:
+    """The file parses (training.last_checkpoint's test too: a kill mid-write leaves a torn trainer_state)."""
+    import json
+
+    try:
+        return isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass
@@ -175,6 +185,8 @@ def plan(cfg, targets: list[str], force: bool = False) -> list[Step]:
     for name in targets:
         s = st[name]
         upstream = [p for p in parents_of(cfg, name) if p in will_run]
+        if s.newer:  # another r1pipe's finished work: not ours to rebuild, even with --force
+            raise R1Error(s.reason)
         if force:
             steps.append(Step(name, "rerun" if s.manifest else "run", "--force"))
         elif upstream:
@@ -217,6 +229,9 @@ def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[
         st = states(cfg)
         if name not in st:
             raise R1Error(f"stage {name} is not in this recipe's run.stages", hint=f"stages here: {', '.join(st)}")
+        for n in (name, *parents_of(cfg, name)):
+            if st[n].newer:
+                raise R1Error(st[n].reason)
         if st[name].state == "corrupt" and not force:
             raise R1Error(f"{name}: {st[name].reason}",
                           hint=f"to rebuild it: r1pipe run --stage {name} --force {' '.join(overrides)}".strip())
@@ -244,16 +259,18 @@ def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[
 def _execute(
     cfg, name: str, s: mf.StageState, parent_manifests: dict[str, dict[str, Any]], resume: bool
 ) -> dict[str, Any]:
-    """Run the stage; whatever it raises becomes one line that names the stage (the cause stays chained for
-    --debug). Nothing here touches another stage's directory, so finished stages survive any failure; and a
-    rerun that fails before making progress (bad data, a typo'd reward, a full disk) puts this stage's
-    previous outputs back exactly as they were."""
+    """Run the stage, then evaluate it. Whatever the stage raises becomes one line that names it (the cause
+    stays chained for --debug). Nothing here touches another stage's directory, so finished stages survive
+    any failure; and a rerun that fails puts this stage's previous outputs back exactly as they were when
+    they are still valid (a --force rerun), or when the attempt left nothing to resume."""
     stage_dir = config_mod.run_dir(cfg) / name
     previous = None if resume else _set_aside(stage_dir)
     try:
         manifest = _execute_stage(cfg, name, s, parent_manifests, resume)
     except BaseException as e:
-        if previous is not None and previous.exists() and not _has_progress(stage_dir):
+        if previous is not None and previous.exists() and (
+            not _has_progress(stage_dir) or _fingerprint_of(previous) == s.expected
+        ):
             shutil.rmtree(stage_dir, ignore_errors=True)
             previous.rename(stage_dir)
             log.info("%s: the previous outputs are back in place", name)
@@ -266,13 +283,22 @@ def _execute(
         if disk_full(e, stage_dir.parent):
             raise R1Error(
                 f"{name}: no space left on the device holding {stage_dir} ({_first_line(e)})",
-                hint="free some space (or set run.dir to a bigger disk) and rerun the same command: "
-                "finished stages are kept and this one resumes from its last checkpoint",
+                hint="free some space (or set run.dir to a bigger disk) and run again without --force: "
+                "finished stages are kept and an interrupted one resumes from its last checkpoint",
             ) from e
         raise R1Error(f"{name} failed: {type(e).__name__}: {_first_line(e)}",
                       hint="finished stages are unchanged; --debug shows the traceback") from e
     shutil.rmtree(stage_dir.parent / REPLACED / name, ignore_errors=True)  # also after a resumed attempt
-    return manifest
+    # Evaluation comes after the manifest: a failed or interrupted evaluation never costs a finished stage
+    # (the next run-all, or `r1pipe eval --stage NAME`, finishes it from its cached shards).
+    return evaluate_after(cfg, name, manifest)
+
+
+def _fingerprint_of(stage_dir: Path) -> str | None:
+    try:
+        return (mf.read_manifest(stage_dir) or {}).get("fingerprint")
+    except R1Error:
+        return None
 
 
 REPLACED = ".replaced"  # <run.dir>/.replaced/<stage>: a rerun's previous outputs, until the rerun succeeds
@@ -357,6 +383,7 @@ def _execute_stage(
             shutil.rmtree(final) if final.is_dir() else final.unlink()
         (stage_dir / mf.STAGING / rel).rename(final)
         hashes[key] = mf.hash_path(final)
+        mf.fsync_tree(final)  # on disk before the manifest that vouches for them (a power cut, not only a kill)
     shutil.rmtree(stage_dir / mf.STAGING, ignore_errors=True)
 
     manifest = {
@@ -383,9 +410,7 @@ def _execute_stage(
     (stage_dir / mf.IN_PROGRESS).unlink(missing_ok=True)
     write_cards(root, stage_dir, manifest)
     log.info("%s: complete in %.1fs", name, manifest["duration_s"])
-    # Evaluation comes after the manifest: a failed or interrupted evaluation never costs a finished stage
-    # (the next run-all, or `r1pipe eval --stage NAME`, finishes it from its cached shards).
-    return evaluate_after(cfg, name, manifest)
+    return manifest
 
 
 def wants_eval(cfg, name: str, manifest: dict[str, Any]) -> bool:
@@ -445,6 +470,10 @@ def run_all(
             if step.action == "skip":
                 manifest = states(cfg)[step.stage].manifest
                 if not manifest.get("eval") and wants_eval(cfg, step.stage, manifest):
+                    problem = mf.outputs_intact(config_mod.run_dir(cfg) / step.stage, manifest, full=True)
+                    if problem:  # never evaluate (and cache under the recorded hash) bytes that changed
+                        raise R1Error(f"{step.stage}: {problem}",
+                                      hint=f"to rebuild it: r1pipe run --stage {step.stage} --force {_conf(cfg)}")
                     # complete, but its evaluation was interrupted or failed: finish that, not the stage
                     log.info("%s: complete; evaluating it (its evaluation did not finish)", step.stage)
                     evaluate_after(cfg, step.stage, manifest)

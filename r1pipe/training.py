@@ -53,10 +53,9 @@ def last_checkpoint(trainer_dir: Path) -> Path | None:
 
 def _whole_state(path: Path) -> bool:
     """trainer_state.json exists and parses: a kill while the Trainer wrote it leaves a torn file."""
-    try:
-        return isinstance(json.loads(path.read_text()), dict)
-    except (OSError, ValueError):
-        return False
+    from r1pipe.runner import _whole_json
+
+    return _whole_json(path)
 
 
 def train(trainer, metrics_path: Path) -> dict[str, Any]:
@@ -71,6 +70,12 @@ def train(trainer, metrics_path: Path) -> dict[str, Any]:
         log.info("resuming from %s (step %d)", ckpt, resumed_step)
     trainer.add_callback(_metrics_callback(metrics_path))
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    # The loss is only seen at logging steps, and a resume from a checkpoint saved at max_steps trains no
+    # step at all: the weights themselves are the last word on whether training went wrong.
+    bad = next((n for n, p in trainer.model.named_parameters() if not p.detach().isfinite().all()), None)
+    if bad is not None:
+        raise R1Error(f"training left non-finite weights ({bad}) at step {trainer.state.global_step}",
+                      hint="lower the learning rate or check the data; the stage was not marked complete")
     return {
         "global_step": trainer.state.global_step,
         "resumed_from_step": resumed_step,

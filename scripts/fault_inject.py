@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-STARTED = re.compile(r"\b(\w+): (running|resuming) \(fingerprint")
+STARTED = re.compile(r"\b(\w+): (running|resuming) \(fingerprint|\b(\w+): complete; evaluating")
 CURRENT = re.compile(r"\b(\w+): (running|resuming|complete in|complete; evaluating|evaluated|cache hit)")
 
 
@@ -44,6 +44,18 @@ def tree_sha256(path: Path) -> str:
         h.update(f.read_bytes())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def finished(run_dir: Path) -> dict[str, tuple[str, dict]]:
+    """{stage: (fingerprint, output hashes)} of every stage with a readable manifest."""
+    out = {}
+    for path in run_dir.glob("*/manifest.json"):
+        try:
+            m = json.loads(path.read_text())
+            out[path.parent.name] = (m["fingerprint"], {k: v["sha256"] for k, v in m["hashes"].items()})
+        except (ValueError, KeyError):
+            pass
+    return out
 
 
 def check_invariants(run_dir: Path) -> list[str]:
@@ -119,7 +131,7 @@ def attempt(cmd: list[str], log_path: Path, kill: dict | None, timeout: float, o
             proc.wait()
             return {"rc": "timeout", "at": _stage_now(log_path.read_text(errors="replace"))}
         if kill and fire_at is None:
-            started = [s for s, _ in STARTED.findall(log_path.read_text(errors="replace"))]
+            started = [a or b for a, _, b in STARTED.findall(log_path.read_text(errors="replace"))]
             if any(order.index(s) >= order.index(kill["target"]) for s in started):
                 fire_at = now + kill["delay"]
         if fire_at is not None and now >= fire_at:
@@ -163,33 +175,44 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     cmd = [sys.executable, "-m", "r1pipe.cli", "run-all", *args.overrides]
-    t0, record, failures, finished = time.time(), [], [], False
-    for i, kill in enumerate(plan):
-        if finished:  # the run finished before this kill's stage came: the rest fall in no-op run-alls
-            kill = {"startup": round(rng.uniform(0.2, 3.0), 2), "retargeted": True}
-        res = attempt(cmd, logs / f"attempt-{i:02d}.log", kill, args.timeout, order)
-        finished = finished or res["rc"] == 0
+    t0, record, failures, done_before = time.time(), [], [], {}
+    i, n = 0, 0
+    while i < len(plan) and n < len(plan) + 10:
+        kill = plan[i]
+        if record and record[-1]["rc"] == 0:  # the run finished before that kill fired: the kill falls
+            kill = {"startup": round(rng.uniform(0.2, 3.0), 2), "retargeted": True}  # in a no-op run-all
+        res = attempt(cmd, logs / f"attempt-{n:02d}.log", kill, args.timeout, order)
         problems = check_invariants(run_dir)
-        record.append({"kill": i + 1, **kill, **res, "problems": problems})
-        print(f"kill {i + 1:2d}/{args.kills}: {json.dumps(kill)} -> {res.get('rc')} at {res.get('at', '-')}"
-              f" after {res.get('after_s', '-')} s; invariants {'hold' if not problems else 'BROKEN: ' + '; '.join(problems)}",
-              flush=True)
+        now = finished(run_dir)
+        for stage, before in done_before.items():  # finished work stays finished, byte for byte
+            if now.get(stage) != before:
+                problems.append(f"{stage} was complete before this kill and is not the same now")
+        done_before = {**done_before, **now}
+        record.append({"kill": i + 1 if res["rc"] == "killed" else None, **kill, **res, "problems": problems})
+        print(f"attempt {n + 1:2d}, kill {i + 1:2d}/{args.kills}: {json.dumps(kill)} -> {res.get('rc')} at "
+              f"{res.get('at', '-')} after {res.get('after_s', '-')} s; invariants "
+              f"{'hold' if not problems else 'BROKEN: ' + '; '.join(problems)}", flush=True)
         failures += problems
-        if res["rc"] not in ("killed", 0):  # 0: finished before the kill; anything else is a failure
-            failures.append(f"attempt {i + 1} exited with {res['rc']} (see {logs / f'attempt-{i:02d}.log'})")
+        if res["rc"] not in ("killed", 0):  # 0: finished before the kill (it is tried again); else a failure
+            failures.append(f"attempt {n + 1} exited with {res['rc']} (see {logs / f'attempt-{n:02d}.log'})")
             break
+        i, n = i + (res["rc"] == "killed"), n + 1
     final = attempt(cmd, logs / "final.log", None, args.timeout)
     again = attempt(cmd, logs / "again.log", None, args.timeout)
     final_problems = check_invariants(run_dir)
+    if (run_dir / ".replaced").exists() and any((run_dir / ".replaced").iterdir()):
+        final_problems.append(f"{run_dir / '.replaced'} still holds set-aside outputs after the run finished")
+    final_problems += [f"{s} was complete during the kills and is not the same at the end"
+                       for s, before in done_before.items() if finished(run_dir).get(s) != before]
     cfg = config.load(args.overrides)
     st = runner.states(cfg, full=True)
     not_complete = [f"{n} is {s.state} ({s.reason})" for n, s in st.items() if not s.complete]
     not_evaluated = [n for n, s in st.items() if s.complete and runner.wants_eval(cfg, n, s.manifest) and not s.manifest.get("eval")]
     again_text = (logs / "again.log").read_text(errors="replace")
-    trained_again = sorted(set(s for s, _ in STARTED.findall(again_text)))
+    trained_again = sorted(set(a or b for a, _, b in STARTED.findall(again_text)))
     killed = sum(r["rc"] == "killed" for r in record)
     if killed < args.kills:
-        failures.append(f"only {killed} of {args.kills} kills landed: the run finished first (lower --max-delay)")
+        failures.append(f"only {killed} of {args.kills} kills landed")
     if final["rc"] != 0:
         failures.append(f"the run after the kills exited with {final['rc']} (see {logs / 'final.log'})")
     failures += final_problems + not_complete + [f"{n} was never evaluated" for n in not_evaluated]

@@ -46,12 +46,16 @@ def raising_reward(completions, **_):
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[str, str]]:
-    """Each complete stage's manifest bytes and recorded output hashes: what 'nothing finished was lost or
-    changed' compares."""
+    """Each complete stage's manifest bytes and the sha256 of its outputs as they are on disk now: what
+    'nothing finished was lost or changed' compares."""
     import json
+
+    from r1pipe.manifest import hash_path
 
     out = {}
     for m in sorted(run_dir.glob("*/manifest.json")):
         text = m.read_text()
-        out[m.parent.name] = (text, json.dumps(json.loads(text)["hashes"], sort_keys=True))
+        outputs = json.loads(text)["outputs"]
+        on_disk = {k: hash_path(m.parent / rel)["sha256"] if (m.parent / rel).exists() else None for k, rel in outputs.items()}
+        out[m.parent.name] = (text, json.dumps(on_disk, sort_keys=True))
     return out

@@ -74,9 +74,14 @@ def test_a_newer_manifest_schema_is_refused_and_left_as_it_is(run_copy):
     m = json.loads(path.read_text())
     path.write_text(json.dumps({**m, "schema": 7}))
     before = snapshot(run_copy)
-    r = _cli("run-all", *overrides_for(run_copy))
-    _one_line_error(r, f"{path} has manifest schema 7", "upgrade r1pipe")
+    for args in (("run-all",), ("run-all", "--force"), ("run", "--stage", "second_sft", "--force"),
+                 ("run", "--stage", "alignment_rl")):
+        r = _cli(*args, *overrides_for(run_copy))
+        line = _one_line_error(r, f"{path} has manifest schema 7", "upgrade r1pipe")
+        assert "--force" not in line  # a newer r1pipe's finished work is not ours to rebuild
     assert snapshot(run_copy) == before
+    path.write_text(json.dumps({**m, "schema": "2"}))
+    _one_line_error(_cli("run-all", *overrides_for(run_copy)), "corrupt manifest", "schema is '2'")
 
 
 def test_a_tampered_parent_is_refused_naming_the_file_and_the_stage_to_rebuild(run_copy):
@@ -144,12 +149,38 @@ def test_a_disk_that_fills_while_saving_is_one_line_and_resumes(run_copy, monkey
     with pytest.raises(R1Error) as e:
         runner.run_stage(config.load(ov), "second_sft", ov)
     assert str(e.value).startswith("second_sft: no space left on the device holding")
-    assert "rerun the same command" in str(e.value)
+    assert "run again without --force" in str(e.value)
     assert snapshot(run_copy) == before and not (run_copy / "second_sft" / "manifest.json").exists()
     monkeypatch.setattr(mu, "safe_save_file", real)
     steps = runner.run_all(config.load(ov), ov, stop="second_sft")
     assert ("second_sft", "resume") in [(s.stage, s.action) for s in steps]
     assert json.loads((run_copy / "second_sft" / "manifest.json").read_text())["metrics"]["resumed_from_step"] == 2
+
+
+def test_a_forced_rerun_that_fails_midway_puts_the_finished_stage_back(run_copy, monkeypatch):
+    """--force sets the complete stage aside; the rerun checkpoints once, then the disk fills: the finished
+    stage comes back byte for byte, still complete, and its children stay complete too."""
+    import errno
+
+    import transformers.modeling_utils as mu
+
+    before = snapshot(run_copy)
+    real, calls = mu.safe_save_file, {"n": 0}
+
+    def full(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(mu, "safe_save_file", full)
+    ov = overrides_for(run_copy, "eval.after_stage=false")
+    with pytest.raises(R1Error, match="second_sft: no space left"):
+        runner.run_stage(config.load(ov), "second_sft", ov, force=True)
+    assert calls["n"] >= 2  # it did checkpoint before failing: there was progress to weigh against
+    assert snapshot(run_copy) == before and not (run_copy / ".replaced" / "second_sft").exists()
+    st = runner.states(config.load(overrides_for(run_copy)), full=True)
+    assert all(s.complete for s in st.values())
 
 
 def _can_mount_tmpfs() -> bool:
@@ -194,6 +225,7 @@ def test_a_real_full_disk_while_saving(run_copy, tmp_path):
     full = json.loads((out / "manifests_full.json").read_text())
     assert "second_sft" not in full  # never marked complete
     assert {k: json.loads(v)["hashes"] for k, v in full.items()} == {k: json.loads(v[0])["hashes"] for k, v in before.items()}
+    assert snapshot(run_copy) == before  # the copy the full disk ran on was a copy: this checks the test itself
     assert (out / "again.rc").read_text().strip() == "0", (out / "again.err").read_text()[-2000:]
     assert json.loads((out / "second_sft.json").read_text())["status"] == "complete"
 
@@ -208,6 +240,16 @@ def test_run_all_finishes_an_evaluation_that_was_interrupted(run_copy):
     assert [(s.stage, s.action) for s in steps if s.action != "skip"] == [("second_sft", "evaluate")]
     after = json.loads(path.read_text())
     assert after["eval"]["greedy_accuracy"] == m["eval"]["greedy_accuracy"] and after["fingerprint"] == m["fingerprint"]
+
+    # unevaluated again, and its weights changed in place (same size): they are not evaluated, nor cached
+    path.write_text(json.dumps({**m, "eval": {}}))
+    weights = run_copy / "second_sft" / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(R1Error, match="second_sft: file .*model.safetensors was modified"):
+        runner.run_all(config.load(ov), ov)
+    assert json.loads(path.read_text())["eval"] == {}
 
 
 def test_the_same_config_and_seed_give_the_same_run(smoke_run, tmp_path):

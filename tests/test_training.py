@@ -35,3 +35,19 @@ def test_torn_jsonl_lines_are_skipped_and_truncation_keeps_earlier_steps(tmp_pat
     assert [r["step"] for r in training.read_jsonl(p)] == [1, 2, 3]
     training._truncate_metrics(p, 2)
     assert [r["step"] for r in training.read_jsonl(p)] == [1, 2]
+
+
+def test_non_finite_weights_fail_the_stage_even_when_no_step_was_logged(tmp_path):
+    """A resume from a checkpoint saved at max_steps trains no step and logs no loss: the weights decide."""
+    import torch
+
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.bias[1] = float("nan")
+    trainer = SimpleNamespace(
+        args=SimpleNamespace(output_dir=str(tmp_path / "trainer")), model=model,
+        state=SimpleNamespace(global_step=40), add_callback=lambda cb: None,
+        train=lambda resume_from_checkpoint=None: SimpleNamespace(training_loss=0.0),
+    )
+    with pytest.raises(R1Error, match=r"non-finite weights \(bias\) at step 40"):
+        training.train(trainer, tmp_path / "metrics.jsonl")
