@@ -13,3 +13,9 @@ class R1Error(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+def one_line(e: BaseException | str, limit: int = 300) -> str:
+    """An exception's text on one line, cut at `limit` characters (library messages can run to pages)."""
+    text = " ".join(str(e).split()) or (type(e).__name__ if isinstance(e, BaseException) else "")
+    return text[:limit] + ("..." if len(text) > limit else "")

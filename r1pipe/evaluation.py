@@ -24,7 +24,7 @@ from typing import Any
 
 from r1pipe import benchmarks, rewards
 from r1pipe.errors import R1Error
-from r1pipe.manifest import write_json_atomic
+from r1pipe.manifest import write_json_atomic, write_jsonl_atomic
 
 EVAL_JSON, SAMPLES, CACHE_DIR = "eval.json", "eval_samples.jsonl", "eval_cache"
 log = logging.getLogger("r1pipe")
@@ -332,7 +332,4 @@ def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, 
 
 
 def write_samples(path: Path, samples: list[dict[str, Any]]) -> None:
-    """JSON lines, written to a temporary file and renamed."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(s) + "\n" for s in samples))
-    tmp.replace(path)  # a reader sees all the samples or the old file, never half
+    write_jsonl_atomic(path, samples)  # a reader sees all the samples or the old file, never half

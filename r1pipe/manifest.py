@@ -131,9 +131,9 @@ def quick_stat(path: Path) -> tuple[int, int]:
 
 
 def fsync_tree(path: Path) -> None:
-    """Flush a file or a directory tree (files, then directories, then the parent) to the disk."""
-    items = [path] if path.is_file() else [*sorted(p for p in path.rglob("*") if p.is_file()),
-                                           *sorted((p for p in path.rglob("*") if p.is_dir()), reverse=True), path]
+    """Flush a file or a directory tree (each entry before its directory, then the parent) to the disk."""
+    # reverse order puts every entry before the directory holding it
+    items = [path] if path.is_file() else [*sorted(path.rglob("*"), reverse=True), path]
     for p in [*items, path.parent]:
         fd = os.open(p, os.O_RDONLY)
         try:
@@ -157,6 +157,22 @@ def write_json_atomic(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_jsonl_atomic(path: Path, rows: list[Any]) -> None:
+    """JSON lines to a temporary file, then renamed: a reader (or a resume) sees all rows or the old file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+def read_json_dict(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None when it is missing or torn (a kill while it was written)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
@@ -205,7 +221,7 @@ def outputs_intact(stage_dir: Path, manifest: dict[str, Any], full: bool = False
     Quick (full=False, what `status` does): file names and sizes only, no bytes read. Full (before a stage
     reads its parents): also the bytes of every file whose size or mtime differ from the recorded stamps.
     """
-    verified = _read_verified(stage_dir) if full else {}
+    verified = (read_json_dict(stage_dir / VERIFIED) or {}) if full else {}
     newly: dict[str, list[int]] = {}
     for key, rel in manifest.get("outputs", {}).items():
         path = stage_dir / rel
@@ -248,14 +264,6 @@ def outputs_intact(stage_dir: Path, manifest: dict[str, Any], full: bool = False
     return None
 
 
-def _read_verified(stage_dir: Path) -> dict[str, list[int]]:
-    try:
-        data = json.loads((stage_dir / VERIFIED).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full: bool = False) -> StageState:
     """Classify one stage directory. `expected` is the fingerprint it should have (None: a parent is not done)."""
     name = stage_dir.name
@@ -263,8 +271,8 @@ def stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full:
         manifest = read_manifest(stage_dir)
     except NewerSchema as e:
         return StageState(name, "corrupt", str(e), expected, None, newer=True)
-    except R1Error as e:
-        return StageState(name, "corrupt", str(e), expected, None)
+    except R1Error as e:  # the message alone: the runner adds the --force command with the user's overrides
+        return StageState(name, "corrupt", e.message, expected, None)
     if manifest is not None:
         if expected is None:
             return StageState(name, "stale", "a parent is not complete", expected, manifest)
@@ -277,12 +285,8 @@ def stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full:
             return StageState(name, "corrupt", problem, expected, manifest)
         return StageState(name, "complete", "up to date", expected, manifest)
     marker = stage_dir / IN_PROGRESS
-    if expected is not None and marker.exists() and has_progress:
-        try:
-            started = json.loads(marker.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            started = {}
-        if started.get("fingerprint") == expected:
+    if expected is not None and has_progress:
+        if (read_json_dict(marker) or {}).get("fingerprint") == expected:
             return StageState(name, "partial", "an interrupted attempt can resume", expected, None)
     return StageState(name, "missing", "never completed", expected, None)
 

@@ -12,7 +12,7 @@ import math
 import numbers
 import re
 
-from r1pipe.errors import R1Error
+from r1pipe.errors import R1Error, one_line
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _STRICT = re.compile(
@@ -304,8 +304,7 @@ def _bind(name: str, fn, params: dict):
         except R1Error:
             raise
         except Exception as e:  # noqa: BLE001 - re-raised as one line naming the reward
-            text = " ".join(str(e).split())[:200]
-            raise R1Error(f"reward {name} ({where}) raised {type(e).__name__}: {text}",
+            raise R1Error(f"reward {name} ({where}) raised {type(e).__name__}: {one_line(e, 200)}",
                           hint="fix the function; rerunning resumes the stage from its last checkpoint") from e
         if not isinstance(out, (list, tuple)) or len(out) != len(completions) or not all(
             v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool)) for v in out

@@ -25,7 +25,7 @@ from typing import Any
 from r1pipe import config as config_mod
 from r1pipe import manifest as mf
 from r1pipe import stages
-from r1pipe.errors import R1Error
+from r1pipe.errors import R1Error, one_line
 from r1pipe.lock import RunLock
 
 log = logging.getLogger("r1pipe")
@@ -154,20 +154,10 @@ def _has_progress(stage_dir: Path) -> bool:
     """Work an interrupted attempt left behind: a Trainer checkpoint, a finished generation shard, or the
     difficulty filter's pass rates."""
     trainer = stage_dir / "trainer"
-    if trainer.is_dir() and any(_whole_json(c / "trainer_state.json") for c in trainer.glob("checkpoint-*")):
+    if trainer.is_dir() and any(mf.read_json_dict(c / "trainer_state.json") is not None for c in trainer.glob("checkpoint-*")):
         return True
     # reasoning_rl's difficulty filter (written whole, after generating k samples for every prompt)
     return any((stage_dir / "shards").glob("shard-*.jsonl")) or (stage_dir / "difficulty.jsonl").is_file()
-
-
-def _whole_json(path: Path) -> bool:
-    """The file parses (training.last_checkpoint's test too: a kill mid-write leaves a torn trainer_state)."""
-    import json
-
-    try:
-        return isinstance(json.loads(path.read_text()), dict)
-    except (OSError, ValueError):
-        return False
 
 
 @dataclass
@@ -192,7 +182,7 @@ def plan(cfg, targets: list[str], force: bool = False) -> list[Step]:
         elif upstream:
             steps.append(Step(name, "rerun" if s.manifest else "run", f"parent {upstream[0]} will run"))
         elif s.state == "corrupt":  # nothing is touched: the user decides whether the change was meant
-            raise R1Error(f"{name}: {s.reason}", hint=f"to rebuild it: r1pipe run --stage {name} --force {_conf(cfg)}")
+            raise _corrupt(name, s.reason, _conf(cfg))
         elif s.state == "complete":
             steps.append(Step(name, "skip", "complete, fingerprint matches"))
             continue
@@ -233,8 +223,7 @@ def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[
             if st[n].newer:
                 raise R1Error(st[n].reason)
         if st[name].state == "corrupt" and not force:
-            raise R1Error(f"{name}: {st[name].reason}",
-                          hint=f"to rebuild it: r1pipe run --stage {name} --force {' '.join(overrides)}".strip())
+            raise _corrupt(name, st[name].reason, " ".join(overrides))
         for p in parents_of(cfg, name):
             force_p = " --force" if st[p].state == "corrupt" else ""
             if not st[p].complete:
@@ -245,8 +234,7 @@ def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[
             # the full check: every file whose size or mtime moved is hashed again before it is read
             problem = mf.outputs_intact(root / p, st[p].manifest, full=True)
             if problem:
-                raise R1Error(f"stage {name} cannot read {p}: {problem}",
-                              hint=f"rebuild it: r1pipe run --stage {p} --force {' '.join(overrides)}".strip())
+                raise _corrupt(p, problem, " ".join(overrides), reader=name)
         s = st[name]
         if s.complete and not force:
             log.info("%s: complete, skipped (fingerprint %s)", name, s.expected[:12])
@@ -282,11 +270,11 @@ def _execute(
             raise  # Ctrl-C, exit: not an error of the stage
         if disk_full(e, stage_dir.parent):
             raise R1Error(
-                f"{name}: no space left on the device holding {stage_dir} ({_first_line(e)})",
+                f"{name}: no space left on the device holding {stage_dir} ({one_line(e)})",
                 hint="free some space (or set run.dir to a bigger disk) and run again without --force: "
                 "finished stages are kept and an interrupted one resumes from its last checkpoint",
             ) from e
-        raise R1Error(f"{name} failed: {type(e).__name__}: {_first_line(e)}",
+        raise R1Error(f"{name} failed: {type(e).__name__}: {one_line(e)}",
                       hint="finished stages are unchanged; --debug shows the traceback") from e
     shutil.rmtree(stage_dir.parent / REPLACED / name, ignore_errors=True)  # also after a resumed attempt
     # Evaluation comes after the manifest: a failed or interrupted evaluation never costs a finished stage
@@ -341,11 +329,6 @@ def disk_full(e: BaseException, where: Path | None = None) -> bool:
 
 
 LOW_DISK = 64 << 20  # bytes free under which a failed write is taken for a full disk
-
-
-def _first_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 def _execute_stage(
@@ -431,7 +414,7 @@ def evaluate_after(cfg, name: str, manifest: dict[str, Any]) -> dict[str, Any]:
         manifest["eval"] = evaluation.evaluate_stage(cfg, stage_dir, manifest)
     except Exception as e:  # noqa: BLE001 - reported, and the stage stays complete
         log.error("%s: evaluation failed (%s); the stage is complete, retry with r1pipe eval --stage %s",
-                  name, " ".join(str(e).split()) or type(e).__name__, name)
+                  name, one_line(e), name)
         if log.isEnabledFor(logging.DEBUG):
             raise
     else:
@@ -468,12 +451,12 @@ def run_all(
         done = []
         for step in steps:
             if step.action == "skip":
-                manifest = states(cfg)[step.stage].manifest
+                stage_dir = config_mod.run_dir(cfg) / step.stage
+                manifest = mf.read_manifest(stage_dir)  # unchanged since plan() found it complete
                 if not manifest.get("eval") and wants_eval(cfg, step.stage, manifest):
-                    problem = mf.outputs_intact(config_mod.run_dir(cfg) / step.stage, manifest, full=True)
+                    problem = mf.outputs_intact(stage_dir, manifest, full=True)
                     if problem:  # never evaluate (and cache under the recorded hash) bytes that changed
-                        raise R1Error(f"{step.stage}: {problem}",
-                                      hint=f"to rebuild it: r1pipe run --stage {step.stage} --force {_conf(cfg)}")
+                        raise _corrupt(step.stage, problem, _conf(cfg))
                     # complete, but its evaluation was interrupted or failed: finish that, not the stage
                     log.info("%s: complete; evaluating it (its evaluation did not finish)", step.stage)
                     evaluate_after(cfg, step.stage, manifest)
@@ -508,6 +491,12 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".yaml.tmp")
     tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(data)))
     tmp.replace(path)
+
+
+def _corrupt(stage: str, problem: str, overrides: str, reader: str | None = None) -> R1Error:
+    """The refusal to use (or build on) a stage whose finished files changed: what, where, and the rebuild."""
+    what = f"stage {reader} cannot read {stage}" if reader else stage
+    return R1Error(f"{what}: {problem}", hint=f"to rebuild it: r1pipe run --stage {stage} --force {overrides}".strip())
 
 
 def _conf(cfg) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from r1pipe.config import check_trainer_block
 from r1pipe.errors import R1Error
+from r1pipe.manifest import read_json_dict, write_jsonl_atomic
 from r1pipe.models import first_line
 
 log = logging.getLogger("r1pipe")
@@ -46,16 +47,10 @@ def last_checkpoint(trainer_dir: Path) -> Path | None:
     done = [
         (int(m.group(1)), p)
         for p in trainer_dir.iterdir()
-        if (m := _CKPT.match(p.name)) and _whole_state(p / "trainer_state.json")
+        # the Trainer writes trainer_state.json last, and a kill while it did leaves it torn
+        if (m := _CKPT.match(p.name)) and read_json_dict(p / "trainer_state.json") is not None
     ]
     return max(done)[1] if done else None
-
-
-def _whole_state(path: Path) -> bool:
-    """trainer_state.json exists and parses: a kill while the Trainer wrote it leaves a torn file."""
-    from r1pipe.runner import _whole_json
-
-    return _whole_json(path)
 
 
 def train(trainer, metrics_path: Path) -> dict[str, Any]:
@@ -101,9 +96,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     keep = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-    tmp.replace(path)  # a kill here leaves the old log or the new one, never a half-written one
+    write_jsonl_atomic(path, keep)  # a kill here leaves the old log or the new one, never a half-written one
 
 
 def _metrics_callback(path: Path):

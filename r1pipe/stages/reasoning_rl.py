@@ -92,6 +92,7 @@ def run(ctx) -> dict[str, Any]:
 def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
     """Keep prompts the starting model solves sometimes but not always (cached on disk for resume)."""
     from r1pipe.generation import Sampling, generate
+    from r1pipe.manifest import write_jsonl_atomic
     from r1pipe.rewards import is_correct
 
     f = cfg["difficulty_filter"]
@@ -106,9 +107,8 @@ def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
         )
         outs = generate(model, tokenizer, [r["prompt"] for r in rows], sampling, desc="difficulty filter")
         rates = [sum(is_correct(c, r["answer"], cfg["verifier"]) for c in o) / len(o) for r, o in zip(rows, outs)]
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps({"prompt": r["prompt"], "pass_rate": rate}) + "\n" for r, rate in zip(rows, rates)))
-        tmp.replace(cache)  # whole or absent: a resume never reads a torn cache
+        # whole or absent: a resume never reads a torn cache
+        write_jsonl_atomic(cache, [{"prompt": r["prompt"], "pass_rate": rate} for r, rate in zip(rows, rates)])
     kept = [r for r, rate in zip(rows, rates) if f["min_pass_rate"] < rate < f["max_pass_rate"]]
     stats = {
         "enabled": True,
