@@ -179,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     i, n = 0, 0
     while i < len(plan) and n < len(plan) + 10:
         kill = plan[i]
-        if record and record[-1]["rc"] == 0:  # the run finished before that kill fired: the kill falls
-            kill = {"startup": round(rng.uniform(0.2, 3.0), 2), "retargeted": True}  # in a no-op run-all
+        if record and record[-1]["rc"] == 0:  # the run finished before that kill fired: it falls inside a
+            # no-op run-all, so within the time the last one took (under a second: no torch is imported)
+            kill = {"startup": round(rng.uniform(0.05, 0.9 * record[-1]["after_s"]), 2), "retargeted": True}
         res = attempt(cmd, logs / f"attempt-{n:02d}.log", kill, args.timeout, order)
         problems = check_invariants(run_dir)
         now = finished(run_dir)

@@ -115,10 +115,10 @@ def test_an_unreadable_base_model_path_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("override,needle", [
-    ("eval.k=two", "eval.k"),
-    ("reasoning_rl.trainer.num_generations=3", "num_generations"),
-    ("cold_sfft.trainer.max_steps=3", "cold_sfft"),
-    ("rejection_sampling.sampling.k=-1", "k"),
+    ("eval.k=two", "eval.k must be a whole number >= 0, got 'two'"),
+    ("reasoning_rl.trainer.num_generations=3", "generation_batch_size (4) must be divisible by num_generations (3)"),
+    ("cold_sfft.trainer.max_steps=3", "did you mean cold_sft.trainer.max_steps?"),
+    ("rejection_sampling.sampling.k=-1", "rejection_sampling.sampling.k=-1 must be a positive integer"),
 ])
 def test_bad_values_fail_before_any_model_loads(tmp_path, override, needle):
     r = _cli("run-all", "--dry-run", *overrides_for(tmp_path / "run", override))
