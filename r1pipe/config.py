@@ -36,7 +36,7 @@ def load(overrides: list[str] | tuple[str, ...] = ()):
 
     overrides = list(overrides)
     for o in overrides:
-        if "=" not in o:
+        if "=" not in o and not o.startswith("~"):  # ~KEY deletes a key (Hydra)
             raise R1Error(f"override {o!r} is not KEY=VALUE", hint="e.g. conf=tiny cold_sft.trainer.max_steps=10")
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

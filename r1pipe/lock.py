@@ -50,3 +50,9 @@ class RunLock:
         os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def held_fd(run_dir: Path) -> int | None:
+    """The descriptor of the lock this process holds on `run_dir`, for a child that must keep it held."""
+    held = _held.get(Path(run_dir).resolve() / LOCK)
+    return held[0] if held else None

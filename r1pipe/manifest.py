@@ -42,7 +42,7 @@ RUN_ONLY_KEYS = {"eval", "log_samples"}
 RUN_ONLY_TRAINER_KEYS = {
     "logging_steps", "logging_first_step", "logging_strategy", "logging_dir", "report_to", "run_name",
     "save_steps", "save_strategy", "save_total_limit", "disable_tqdm", "dataloader_num_workers",
-    "log_completions", "num_completions_to_print", "logging_nan_inf_filter",
+    "log_completions", "num_completions_to_print", "logging_nan_inf_filter", "ddp_find_unused_parameters",
 }  # fmt: skip
 
 

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from r1pipe import config as config_mod
+from r1pipe import launch
 from r1pipe import manifest as mf
 from r1pipe import stages
 from r1pipe.errors import R1Error, one_line
-from r1pipe.lock import RunLock
+from r1pipe.lock import RunLock, held_fd
 
 log = logging.getLogger("r1pipe")
 
@@ -47,6 +48,8 @@ class StageContext:
     # eval benchmarks (name -> spec) that training data is checked against, and what each source lost
     contamination_against: dict[str, dict[str, Any]] = field(default_factory=dict)
     decontamination: dict[str, Any] = field(default_factory=dict)
+    # how the stage's work ran: {launcher, world_size, ranks: [{rank, host, pid}]} (r1pipe/launch.py)
+    launch: dict[str, Any] = field(default_factory=lambda: {"launcher": "local", "world_size": 1})
     _contamination_index: Any = None
 
     def load_rows(self, source: dict[str, Any], need: tuple[str, ...], label: str) -> list[dict[str, Any]]:
@@ -202,14 +205,28 @@ def validate(cfg, names: list[str]) -> None:
         from r1pipe.evaluation import check_settings
 
         check_settings(config_mod.to_plain(cfg.eval))
+    launcher = launch.spec(cfg)
+    launch.check(launcher)
     for name in names:
         mod = stages.module(name)
+        stage_cfg = config_mod.stage_config(cfg, name)
+        world = launch.world_size(launcher) if launch.distributes(launcher, mod) else 1
+        if world > 1:
+            launch.check_installed(launcher)
+        if "num_generations" in (stage_cfg.get("trainer") or {}):
+            launch.check_grpo_batch(name, stage_cfg["trainer"], world)
         if hasattr(mod, "validate"):
-            mod.validate(config_mod.stage_config(cfg, name))
+            mod.validate(stage_cfg, world_size=world)  # the processes the launcher will start (batch rules)
 
 
-def run_stage(cfg, name: str, overrides: list[str], force: bool = False) -> dict[str, Any]:
-    """Run one stage whose parents are complete. Returns its manifest (the existing one when skipped)."""
+def run_stage(cfg, name: str, overrides: list[str], force: bool = False) -> dict[str, Any] | None:
+    """Run one stage whose parents are complete. Returns its manifest (the existing one when skipped); on a
+    multi-node launcher's nodes other than 0, which only start their workers, returns None."""
+    launcher = launch.spec(cfg)
+    if launch.is_follower(launcher):
+        launch.check(launcher)
+        launch.follow(cfg, name, launcher)
+        return None
     return _run_stage(cfg, name, overrides, force)[0]
 
 
@@ -356,7 +373,12 @@ def _execute_stage(
     )
     log.info("%s: %s (fingerprint %s)", name, "resuming" if resume else "running", s.expected[:12])
     started, t0 = _now(), time.time()
-    metrics = mod.run(ctx) or {}
+    launcher = launch.spec(cfg)
+    if launch.distributes(launcher, mod):  # the stage's work runs under torchrun/accelerate; the books stay here
+        metrics = launch.run(ctx, launcher, lock_fd=held_fd(root))
+    else:
+        metrics = mod.run(ctx) or {}
+    shutil.rmtree(stage_dir / launch.LAUNCH_DIR, ignore_errors=True)
 
     # Outputs move into place only now: a crash above leaves them in .staging, never where a reader looks.
     hashes = {}
@@ -382,6 +404,7 @@ def _execute_stage(
         # None: the stage reads no task data; {} : it does, and checked nothing (decontaminate.enabled=false)
         "decontamination": ctx.decontamination if "decontaminate" in stage_cfg else None,
         "eval": {},
+        "launch": ctx.launch,
         "env": mf.environment(),
         "seed": ctx.seed,
         "resumed": resume,
@@ -445,6 +468,10 @@ def run_all(
     cfg, overrides: list[str], start: str | None = None, stop: str | None = None, force: bool = False
 ) -> list[Step]:
     targets = select(cfg, start, stop)
+    launch.check(launch.spec(cfg))
+    if int(launch.spec(cfg).get("nnodes", 1)) > 1:
+        raise R1Error("run-all runs on one node; across nodes, run one stage per job",
+                      hint="r1pipe slurm --stage NAME writes a job per stage; chain them with sbatch --dependency")
     with RunLock(config_mod.run_dir(cfg)):  # held across stages so no other writer slips in between
         steps = plan(cfg, targets, force=force)
         validate(cfg, [s.stage for s in steps if s.action != "skip"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ def trl_config(config_cls: type, stage: str, stage_cfg: dict[str, Any], output_d
     # The Trainer's default hides a NaN/inf loss from the logs (it logs a running average instead); r1pipe
     # wants to see it, to fail the stage before a poisoned checkpoint is taken as finished work.
     block.setdefault("logging_nan_inf_filter", False)
+    # The Trainer asks DDP to look for unused parameters whenever gradient checkpointing is off: an extra
+    # pass over the graph every step for models that have none (set it true for one that does)
+    block.setdefault("ddp_find_unused_parameters", False)
     try:
         return config_cls(output_dir=str(output_dir), **block)
     except (ValueError, TypeError) as e:
@@ -61,7 +65,8 @@ def train(trainer, metrics_path: Path) -> dict[str, Any]:
         resumed_step = int(_CKPT.match(ckpt.name).group(1))
         # lines logged after the checkpoint will be logged again (samples.jsonl too, when there is one)
         for path in (metrics_path, metrics_path.with_name("samples.jsonl")):
-            _truncate_metrics(path, resumed_step)
+            if is_main():  # rank 0 alone logs, so rank 0 alone trims
+                _truncate_metrics(path, resumed_step)
         log.info("resuming from %s (step %d)", ckpt, resumed_step)
     trainer.add_callback(_metrics_callback(metrics_path))
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
@@ -123,6 +128,35 @@ def _metrics_callback(path: Path):
     return MetricsCallback()
 
 
+def is_main() -> bool:
+    """Rank 0 of a launched stage, or the one process of a local one (RANK is set by torchrun/accelerate)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def barrier() -> None:
+    """Wait for every rank of a launched stage (nothing to wait for in one process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def save_trained(trainer, tokenizer, path: Path, card: str) -> None:
+    """Save a trainer's model as save_model does. Under several processes every rank takes part (DeepSpeed
+    ZeRO-3 and FSDP gather the sharded weights) and rank 0 alone writes."""
+    acc = trainer.accelerator
+    if acc.num_processes == 1 and not getattr(trainer, "is_deepspeed_enabled", False) \
+            and not getattr(trainer, "is_fsdp_enabled", False):
+        save_model(trainer.model, tokenizer, path, card)
+        return
+    trainer.save_model(str(path))
+    if acc.is_main_process:
+        (path / "training_args.bin").unlink(missing_ok=True)  # a pickle; r1pipe's model directories carry none
+        tokenizer.save_pretrained(str(path))
+        (path / "README.md").write_text(card)
+    acc.wait_for_everyone()
+
+
 def save_model(model, tokenizer, path: Path, card: str) -> None:
     """An HF directory: safetensors weights, config, generation config, tokenizer + chat template, model card."""
     model.save_pretrained(str(path), safe_serialization=True)
@@ -163,5 +197,5 @@ def sft_model(ctx, stage, model, tokenizer, dataset, cfg, trainer_dir: Path, met
     args = trl_config(SFTConfig, stage, cfg, trainer_dir, ctx.seed)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     metrics = train(trainer, metrics_path)
-    save_model(trainer.model, tokenizer, out, card)
+    save_trained(trainer, tokenizer, out, card)
     return {**metrics, "examples": len(dataset)}

@@ -23,6 +23,7 @@ from typing import Any
 NAME = "alignment_rl"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 OUTPUTS = ("model",)
+DISTRIBUTED = True  # a launcher runs run() on every rank; rank 0 alone measures the held-out preference
 
 
 def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
@@ -34,14 +35,14 @@ def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys([init, *models]))
 
 
-def validate(cfg: dict[str, Any]) -> None:
+def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from trl import GRPOConfig
 
     from r1pipe import preference, rewards, training
     from r1pipe.errors import R1Error
     from r1pipe.stages import ORDER, reasoning_rl
 
-    block = reasoning_rl.trainer_block(NAME, cfg, _weights(cfg))
+    block = reasoning_rl.validation_block(reasoning_rl.trainer_block(NAME, cfg, _weights(cfg)), world_size)
     training.trl_config(GRPOConfig, NAME, block, Path("unused"), seed=0)
     rewards.build(cfg["rewards"])
     for name, p in (cfg.get("preference_rewards") or {}).items():
@@ -118,7 +119,8 @@ def run(ctx) -> dict[str, Any]:
     heldout = []
     if cfg.get("general_heldout"):  # each distinct prompt once: repeats would shrink the standard errors falsely
         heldout = list({r["prompt"]: r for r in data.load_rows(cfg["general_heldout"], need=("prompt",))}.values())
-    before = _general_answers(ctx, "before", model, tokenizer, heldout, cfg) if heldout and judges else None
+    measure = bool(heldout and judges and training.is_main())
+    before = _general_answers(ctx, "before", model, tokenizer, heldout, cfg) if measure else None
 
     trainer = GRPOTrainer(model=model, reward_funcs=rule_funcs + pref_funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer)
@@ -128,7 +130,7 @@ def run(ctx) -> dict[str, Any]:
     summary = (f"GRPO from `{init}` on {len(reasoning)} reasoning and {len(general)} general prompts; rule rewards "
                f"{', '.join(f.__name__ for f in rule_funcs)}; preference rewards "
                f"{', '.join(f'{n} ({s})' for n, (_, s) in judges.items()) or 'none'}.")
-    training.save_model(trainer.model, tokenizer, ctx.output("model"),
+    training.save_trained(trainer, tokenizer, ctx.output("model"),
                         training.model_card(NAME, ctx.parent_manifests, cfg, summary))
     metrics.update(reasoning_prompts=len(reasoning), general_prompts=len(general), preference_from_step=start,
                    **reasoning_rl.last_logged(ctx.metrics_path))

@@ -17,9 +17,10 @@ NAME = "cold_sft"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 PARENTS = ("base",)
 OUTPUTS = ("model",)
+DISTRIBUTED = True  # a launcher (launcher=torchrun ...) runs run() on every rank
 
 
-def validate(cfg: dict[str, Any]) -> None:
+def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from trl import SFTConfig
 
     from r1pipe.training import trl_config

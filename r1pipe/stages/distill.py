@@ -48,7 +48,7 @@ def _method(cfg: dict[str, Any]) -> tuple[type, dict[str, Any]]:
     return SFTConfig, cfg
 
 
-def validate(cfg: dict[str, Any]) -> None:
+def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from r1pipe import traces
     from r1pipe.errors import R1Error
     from r1pipe.training import trl_config
@@ -145,8 +145,8 @@ def _logit_distill(ctx, student, tokenizer, teacher_dir: Path, rows) -> dict[str
                                   processing_class=tokenizer)
     metrics = training.train(trainer, ctx.metrics_path)
     summary = f"A student distilled on-policy from `{parents(ctx.config)[0]}`'s logits on {len(rows)} prompts."
-    training.save_model(trainer.model, tokenizer, ctx.output("model"),
-                        training.model_card(NAME, ctx.parent_manifests, ctx.config, summary))
+    training.save_trained(trainer, tokenizer, ctx.output("model"),
+                          training.model_card(NAME, ctx.parent_manifests, ctx.config, summary))
     return {**metrics, "prompts": len(rows)}
 
 

@@ -21,19 +21,33 @@ from typing import Any
 NAME = "reasoning_rl"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 OUTPUTS = ("model",)
+DISTRIBUTED = True  # a launcher (launcher=torchrun ...) runs run() on every rank
 
 
 def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
     return (cfg.get("init") or "cold_sft",)
 
 
-def validate(cfg: dict[str, Any]) -> None:
+def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from trl import GRPOConfig
 
     from r1pipe import rewards, training
 
-    training.trl_config(GRPOConfig, NAME, trainer_block(NAME, cfg), Path("unused"), seed=0)
+    training.trl_config(GRPOConfig, NAME, validation_block(trainer_block(NAME, cfg), world_size), Path("unused"), seed=0)
     rewards.build(cfg["rewards"])
+
+
+def validation_block(cfg: dict[str, Any], world_size: int) -> dict[str, Any]:
+    """The config to check GRPOConfig's batch rules with, as they will be under `world_size` processes.
+
+    GRPOConfig derives generation_batch_size from the world size of the process that builds it, which is 1
+    in the r1pipe that launches the workers: give it the launched value, exactly as TRL computes it there."""
+    t = cfg["trainer"]
+    if world_size == 1 or t.get("generation_batch_size") is not None or t.get("steps_per_generation") is not None:
+        return cfg
+    per_device = int(t.get("per_device_train_batch_size", 8))
+    steps = int(t.get("gradient_accumulation_steps", 1))
+    return {**cfg, "trainer": {**t, "generation_batch_size": per_device * world_size * steps}}
 
 
 def trainer_block(stage: str, cfg: dict[str, Any], weights: list[float] | None = None) -> dict[str, Any]:
@@ -85,12 +99,13 @@ def run(ctx) -> dict[str, Any]:
         NAME, ctx.parent_manifests, cfg,
         f"GRPO from `{init}` on {len(rows)} prompts with rewards {', '.join(f.__name__ for f in reward_funcs)}.",
     )
-    training.save_model(trainer.model, tokenizer, ctx.output("model"), card)
+    training.save_trained(trainer, tokenizer, ctx.output("model"), card)
     return {**metrics, "prompts": len(rows), "difficulty_filter": filter_stats, **last_logged(ctx.metrics_path)}
 
 
 def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
     """Keep prompts the starting model solves sometimes but not always (cached on disk for resume)."""
+    from r1pipe import training
     from r1pipe.generation import Sampling, generate
     from r1pipe.manifest import write_jsonl_atomic
     from r1pipe.rewards import is_correct
@@ -98,7 +113,10 @@ def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
     f = cfg["difficulty_filter"]
     cache = ctx.dir / "difficulty.jsonl"
     cached = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() and ctx.resume else []
-    if [c["prompt"] for c in cached] == [r["prompt"] for r in rows]:
+    if not training.is_main():  # rank 0 samples and writes the cache; every other rank reads it
+        training.barrier()
+        rates = [json.loads(line)["pass_rate"] for line in cache.read_text().splitlines()]
+    elif [c["prompt"] for c in cached] == [r["prompt"] for r in rows]:
         rates = [c["pass_rate"] for c in cached]
     else:
         sampling = Sampling(
@@ -109,6 +127,8 @@ def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
         rates = [sum(is_correct(c, r["answer"], cfg["verifier"]) for c in o) / len(o) for r, o in zip(rows, outs)]
         # whole or absent: a resume never reads a torn cache
         write_jsonl_atomic(cache, [{"prompt": r["prompt"], "pass_rate": rate} for r, rate in zip(rows, rates)])
+    if training.is_main():
+        training.barrier()
     kept = [r for r, rate in zip(rows, rates) if f["min_pass_rate"] < rate < f["max_pass_rate"]]
     stats = {
         "enabled": True,

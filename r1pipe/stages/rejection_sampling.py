@@ -25,7 +25,7 @@ def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
     return (cfg.get("init") or "reasoning_rl",)
 
 
-def validate(cfg: dict[str, Any]) -> None:
+def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from r1pipe import traces
 
     traces.validate_sampling(NAME, cfg.get("sampling") or {}, cfg["filters"])

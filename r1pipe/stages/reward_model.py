@@ -18,6 +18,7 @@ from typing import Any
 NAME = "reward_model"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 OUTPUTS = ("model",)
+DISTRIBUTED = True  # a launcher runs run() on every rank; rank 0 alone scores the held-out pairs
 EVALUATE = False  # a reward model writes no answers: the reasoning evaluation does not apply
 
 
@@ -25,7 +26,7 @@ def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
     return (cfg.get("init") or "base",)
 
 
-def validate(cfg: dict[str, Any]) -> None:
+def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from trl import RewardConfig
 
     from r1pipe.training import trl_config
@@ -68,9 +69,9 @@ def run(ctx) -> dict[str, Any]:
     out = ctx.output("model")
     summary = (f"A reward model (sequence classification, one output) trained with TRL's RewardTrainer from "
                f"`{init}` on {len(pairs)} preference pairs.")
-    training.save_model(trainer.model, tokenizer, out, training.model_card(NAME, ctx.parent_manifests, cfg, summary))
+    training.save_trained(trainer, tokenizer, out, training.model_card(NAME, ctx.parent_manifests, cfg, summary))
     metrics["pairs"] = len(pairs)
-    if cfg.get("heldout"):
+    if cfg.get("heldout") and training.is_main():
         metrics["heldout"] = pair_accuracy(RewardModel(out, dtype=cfg.get("dtype", "float32"), trust_remote_code=remote),
                                            data.load_preferences(cfg["heldout"]))
     return metrics

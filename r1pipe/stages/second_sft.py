@@ -16,6 +16,7 @@ from typing import Any
 NAME = "second_sft"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 OUTPUTS = ("model",)
+DISTRIBUTED = True  # a launcher (launcher=torchrun ...) runs run() on every rank
 DATA = "rejection_sampling"
 
 
@@ -23,7 +24,7 @@ def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
     return (cfg.get("init") or "base", DATA)
 
 
-def validate(cfg: dict[str, Any]) -> None:
+def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from trl import SFTConfig
 
     from r1pipe.training import trl_config

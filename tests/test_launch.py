@@ -1,0 +1,234 @@
+"""Launchers: the commands r1pipe builds for torchrun / accelerate, and stages really run by two processes
+(torchrun, gloo on this CPU): one manifest, both ranks recorded, resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import overrides_for
+from r1pipe import config, launch, runner
+from r1pipe.errors import R1Error
+
+TORCHRUN = ("launcher=torchrun", "launcher.nproc=2")
+
+
+def _launcher(*ov):
+    return launch.spec(config.load(["conf=smoke", *ov]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Commands and checks (no process started)
+
+
+def test_local_is_the_default_and_distributes_nothing():
+    from r1pipe.stages import cold_sft
+
+    spec = _launcher()
+    assert spec == {"name": "local"} and launch.world_size(spec) == 1
+    assert not launch.distributes(spec, cold_sft)
+
+
+def test_torchrun_command_one_node_and_several(tmp_path):
+    spec = _launcher(*TORCHRUN)
+    argv = launch.command(spec, "cold_sft", tmp_path)
+    assert argv[:4] == [sys.executable, "-m", "r1pipe.quiet_launch", "torchrun"]  # torchrun, minus its traceback
+    assert "--nproc_per_node=2" in argv and "--standalone" in argv
+    assert argv[-3:] == ["-m", "r1pipe.worker", str(tmp_path)]
+
+    spec = _launcher("launcher=torchrun", "launcher.nproc=8", "launcher.nnodes=4", "launcher.node_rank=3",
+                     "launcher.rdzv_endpoint=node0:29500")
+    argv = launch.command(spec, "reasoning_rl", tmp_path)
+    assert launch.world_size(spec) == 32 and launch.is_follower(spec)
+    for a in ("--nnodes=4", "--node_rank=3", "--rdzv_endpoint=node0:29500", "--rdzv_id=r1pipe-reasoning_rl"):
+        assert a in argv
+    assert "--standalone" not in argv
+
+
+@pytest.mark.parametrize("preset,dtype", [("accelerate", "MULTI_GPU"), ("deepspeed_zero2", "DEEPSPEED"),
+                                          ("deepspeed_zero3", "DEEPSPEED"), ("fsdp", "FSDP")])
+def test_accelerate_presets_write_a_config_whose_counts_match(tmp_path, preset, dtype):
+    spec = _launcher(f"launcher={preset}", "launcher.nnodes=2", "launcher.rdzv_endpoint=10.0.0.1:29400")
+    launch.check(spec)
+    acc = launch.accelerate_config(spec)
+    assert acc["distributed_type"] == dtype
+    assert (acc["num_processes"], acc["num_machines"], acc["machine_rank"]) == (launch.world_size(spec), 2, 0)
+    argv = launch.command(spec, "cold_sft", tmp_path)
+    assert argv[:4] == [sys.executable, "-m", "r1pipe.quiet_launch", "accelerate"]
+    assert f"--num_processes={launch.world_size(spec)}" in argv and "--main_process_ip=10.0.0.1" in argv
+    assert launch.requirements(spec) == (["deepspeed"] if dtype == "DEEPSPEED" else [])
+
+
+@pytest.mark.parametrize("ov,message", [
+    (("launcher=torchrun", "launcher.nnodes=2"), "needs launcher.rdzv_endpoint"),
+    (("launcher=torchrun", "launcher.nnodes=2", "launcher.node_rank=2", "launcher.rdzv_endpoint=h:1"),
+     "launcher.node_rank=2 is not below launcher.nnodes=2"),
+    (("launcher=torchrun", "launcher.nproc=0"), "launcher.nproc=0 must be a whole number >= 1"),
+    (("launcher=accelerate", "launcher.config.distributed_type=MULTI_CPU"), "MULTI_CPU would start one process"),
+    (("launcher=torchrun", "launcher.name=mpirun"), "launcher.name='mpirun' is not a launcher"),
+])
+def test_bad_launcher_settings_fail_before_anything_runs(tmp_path, ov, message):
+    ov = overrides_for(tmp_path / "run", *ov)
+    with pytest.raises(R1Error, match=message):
+        runner.run_all(config.load(ov), ov)
+    assert not (tmp_path / "run" / "base").exists()
+
+
+def test_grpo_batch_arithmetic_counts_the_processes(tmp_path):
+    """Whole groups per generation batch, counted at the launched world size, both ways: 1 completion per
+    device with groups of 2 is fine on 2 processes (TRL, checking in the launching process, would refuse it)
+    and refused in one;
+    3 per device on 3 processes (9) is refused with the arithmetic spelled out."""
+    ok = overrides_for(tmp_path, "launcher=torchrun", "launcher.nproc=2",
+                       "reasoning_rl.trainer.per_device_train_batch_size=1", "reasoning_rl.trainer.num_generations=2")
+    runner.validate(config.load(ok), ["reasoning_rl"])
+    with pytest.raises(R1Error, match="1 process x per_device_train_batch_size 1 x 1 steps per generation = 1 "):
+        runner.validate(config.load([o for o in ok if not o.startswith("launcher")]), ["reasoning_rl"])
+    bad = overrides_for(tmp_path, "launcher=torchrun", "launcher.nproc=3",
+                        "reasoning_rl.trainer.per_device_train_batch_size=3", "reasoning_rl.trainer.num_generations=2")
+    with pytest.raises(R1Error, match="3 processes x per_device_train_batch_size 3 x 1 steps per generation = 9 "
+                                      "completions, not a multiple of num_generations 2"):
+        runner.validate(config.load(bad), ["reasoning_rl"])
+
+
+def test_a_missing_deepspeed_is_one_clear_line_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch, "missing", lambda pkgs: list(pkgs))  # as on a machine without it
+    ov = overrides_for(tmp_path, "launcher=deepspeed_zero2", "launcher.nproc=2")
+    with pytest.raises(R1Error, match=r"launcher needs deepspeed, which is not installed.*r1pipe\[deepspeed\]"):
+        runner.run_all(config.load(ov), ov)
+    assert not (tmp_path / "base").exists()
+
+
+def test_run_all_refuses_several_nodes(tmp_path):
+    ov = overrides_for(tmp_path, "launcher=torchrun", "launcher.nnodes=2", "launcher.rdzv_endpoint=h:1")
+    with pytest.raises(R1Error, match="run-all runs on one node"):
+        runner.run_all(config.load(ov), ov)
+
+
+def test_a_follower_node_of_a_complete_stage_starts_nothing(smoke_run, monkeypatch):
+    started = []
+    monkeypatch.setattr(launch, "_wait", lambda *a, **k: started.append(a) or 0)
+    ov = overrides_for(smoke_run, "launcher=torchrun", "launcher.nnodes=2", "launcher.node_rank=1",
+                       "launcher.rdzv_endpoint=h:1")
+    assert runner.run_stage(config.load(ov), "cold_sft", ov) is None
+    assert started == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Two real processes
+
+
+def _manifest(run_dir, stage):
+    return json.loads((run_dir / stage / "manifest.json").read_text())
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sft_and_grpo_train_under_torchrun_with_two_processes(run_copy):
+    """cold_sft, then reasoning_rl from it, each trained by two torchrun processes: one manifest per stage
+    naming both ranks (distinct processes), twice the examples per step, weights changed and loadable."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    before = load_file(run_copy / "cold_sft" / "model" / "model.safetensors")
+    ov = overrides_for(run_copy, *TORCHRUN, "cold_sft.trainer.learning_rate=5e-4", "eval.after_stage=false")
+    steps = runner.run_all(config.load(ov), ov, stop="reasoning_rl")
+    assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "rerun"), ("reasoning_rl", "rerun")]
+    for stage in ("cold_sft", "reasoning_rl"):
+        m = _manifest(run_copy, stage)
+        assert m["launch"]["launcher"] == "torchrun" and m["launch"]["world_size"] == 2
+        ranks = m["launch"]["ranks"]
+        assert [r["rank"] for r in ranks] == [0, 1] and len({r["pid"] for r in ranks}) == 2
+        assert os.getpid() not in {r["pid"] for r in ranks}  # the work ran in the launched processes
+        assert not (run_copy / stage / ".launch").exists()
+        assert len(list((run_copy / stage).glob("**/manifest.json"))) == 1
+    sft = _manifest(run_copy, "cold_sft")["metrics"]
+    # 6 steps x 8 examples x 2 processes = 96 examples over a 64-example set: 1.5 epochs (one process: 0.75)
+    logged = [json.loads(line) for line in (run_copy / "cold_sft" / "metrics.jsonl").read_text().splitlines()]
+    assert sft["global_step"] == 6 and logged[-1]["epoch"] == pytest.approx(1.5)
+    after = load_file(run_copy / "cold_sft" / "model" / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    model = AutoModelForCausalLM.from_pretrained(run_copy / "reasoning_rl" / "model")
+    assert model.num_parameters() > 0 and not any((run_copy / "reasoning_rl" / "model").glob("*.bin"))
+    assert _manifest(run_copy, "reasoning_rl")["metrics"]["global_step"] == 4
+
+
+def test_killed_launch_stops_its_workers_and_resumes(run_copy):
+    """SIGKILL the r1pipe process alone while its two workers train: the workers die with it (nothing goes
+    on writing into the run), the lock is free, and the rerun resumes from the last checkpoint."""
+    extra = (*TORCHRUN, "cold_sft.trainer.max_steps=30", "cold_sft.trainer.save_steps=5", "eval.after_stage=false")
+    ov = overrides_for(run_copy, *extra)
+    cmd = [sys.executable, "-m", "r1pipe.cli", "run", "--stage", "cold_sft", "--force", *ov]
+    ckpt = run_copy / "cold_sft" / "trainer" / "checkpoint-5" / "trainer_state.json"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert ckpt.exists(), "training never reached a checkpoint"
+    ranks = [json.loads(p.read_text()) for p in (run_copy / "cold_sft" / ".launch").glob("rank-*.json")]
+    assert len(ranks) == 2
+    proc.send_signal(signal.SIGKILL)  # the bookkeeper only, not its process group
+    proc.wait()
+    deadline = time.time() + 60
+    while any(_alive(r["pid"]) for r in ranks) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(r["pid"]) for r in ranks), "workers outlived the r1pipe that launched them"
+    assert not (run_copy / "cold_sft" / "manifest.json").exists()
+    assert runner.states(config.load(ov))["cold_sft"].state == "partial"
+
+    runner.run_stage(config.load(ov), "cold_sft", ov)
+    m = _manifest(run_copy, "cold_sft")
+    assert m["resumed"] is True and m["metrics"]["resumed_from_step"] >= 5 and m["metrics"]["global_step"] == 30
+    assert m["launch"]["world_size"] == 2
+
+
+def test_a_failing_rank_is_one_line_and_costs_nothing(run_copy):
+    from conftest import snapshot
+
+    before = snapshot(run_copy)
+    ov = overrides_for(run_copy, *TORCHRUN, "cold_sft.data={path: /nonexistent/cot.jsonl}")
+    r = subprocess.run([sys.executable, "-m", "r1pipe.cli", "run", "--stage", "cold_sft", *ov],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cold_sft (rank 0 of 2): data file /nonexistent/cot.jsonl does not exist"), last
+    assert "Traceback" not in r.stderr
+    assert snapshot(run_copy) == before
+
+
+def test_accelerate_starts_two_processes_on_a_cpu(run_copy):
+    """launcher=accelerate's MULTI_GPU + use_cpu mode really starts two (where MULTI_CPU would start one)."""
+    ov = overrides_for(run_copy, "launcher=accelerate", "launcher.nproc=2", "launcher.config.use_cpu=true",
+                       "cold_sft.trainer.learning_rate=5e-4", "eval.after_stage=false")
+    runner.run_stage(config.load(ov), "cold_sft", ov)
+    m = _manifest(run_copy, "cold_sft")
+    assert m["launch"]["launcher"] == "accelerate" and len({r["pid"] for r in m["launch"]["ranks"]}) == 2
+
+
+def test_fewer_processes_than_asked_is_refused(tmp_path):
+    """The check behind every launch: a launcher that quietly starts one process is an error, not a result."""
+    from r1pipe.manifest import write_json_atomic
+    from r1pipe.runner import StageContext
+
+    ctx = StageContext(name="cold_sft", config={}, dir=tmp_path, parent_manifests={}, parent_dirs={}, seed=0,
+                       resume=False)
+    write_json_atomic(tmp_path / "rank-0.json", {"rank": 0, "pid": 1})
+    write_json_atomic(tmp_path / launch.RESULT, {"metrics": {"global_step": 3}, "outputs": {"model": "model"}})
+    with pytest.raises(R1Error, match="accelerate was asked for 2 processes but 1 ran"):
+        launch.collect(ctx, tmp_path, world=2, rc=0, name="accelerate")
+    write_json_atomic(tmp_path / "rank-1.json", {"rank": 1, "pid": 2})
+    assert launch.collect(ctx, tmp_path, world=2, rc=0, name="accelerate") == {"global_step": 3}
+    assert ctx.outputs == {"model": "model"} and ctx.launch["world_size"] == 2
+    with pytest.raises(R1Error, match="exited with status 1"):
+        launch.collect(ctx, tmp_path, world=2, rc=1, name="accelerate")
