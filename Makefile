@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 R1PIPE := $(VENV)/bin/r1pipe
 CONF   ?= tiny
 
-.PHONY: install test pipeline faults bench clean
+.PHONY: install test pipeline presets faults bench clean
 
 # The stamp depends on pyproject.toml, so editing dependencies reinstalls. torch is named in the same
 # pip call (pinned in pyproject too) so the resolver never reaches for a CUDA build.
@@ -28,6 +28,15 @@ pipeline: install
 	$(R1PIPE) status conf=tiny_zero
 	$(R1PIPE) status conf=$(CONF)
 	$(R1PIPE) report conf=$(CONF)
+
+# Every real-model preset, checked completely without a GPU or the network: TRL configs at the launched world
+# size, launchers, and every data source's field mapping against fixture files in the public datasets' layouts.
+REAL_PRESETS ?= qwen2.5-0.5b qwen2.5-1.5b r1_distill_1.5b
+presets: install
+	for p in $(REAL_PRESETS); do \
+	  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 R1PIPE_DATA_MIRROR=tests/fixtures/hub \
+	    $(R1PIPE) run-all conf=$$p run.dir=runs/dry-$$p launcher=deepspeed_zero2 --dry-run || exit 1; \
+	done
 
 # Crash safety: SIGKILL run-all on the tiny preset at FAULT_KILLS random moments, checking after each kill that
 # finished work is intact and nothing unfinished was consumed; then it must finish complete and evaluated.

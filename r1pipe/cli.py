@@ -4,7 +4,7 @@
     r1pipe run --stage cold_sft conf=tiny       # one stage (its parents must be complete)
     r1pipe status conf=tiny                     # what is complete, stale, partial or missing
 
-`--help`, `status`, `show`, `config` and `stages` never import torch, transformers or trl: they read YAML and
+`--help`, `status`, `show`, `config`, `stages` and `slurm` never import torch, transformers or trl: they read YAML and
 JSON only. Errors print on one line and exit 1; `--debug` anywhere on the line shows the traceback instead.
 """
 
@@ -70,15 +70,33 @@ def run_all(
 
     cfg, overrides = _setup(overrides)
     if dry_run:
+        from r1pipe import launch, preflight
+
         steps = runner.plan(cfg, runner.select(cfg, start, stop), force=force)
-        runner.validate(cfg, [s.stage for s in steps if s.action != "skip"])
+        report = preflight.check(cfg, [s.stage for s in steps if s.action != "skip"])
         table = Table(title=f"plan for {config_mod.run_dir(cfg)}")
         for col in ("stage", "action", "why"):
             table.add_column(col)
         for s in steps:
             table.add_row(s.stage, s.action, s.reason)
         console.print(table)
-        console.print("config checked against TRL: ok")
+        if report.sources:
+            data = Table(title="data sources (field mappings checked)")
+            for col in ("stage", "key", "source", "result"):
+                data.add_column(col, overflow="fold")
+            from rich.markup import escape
+
+            for row in report.sources:
+                data.add_row(*(escape(c) for c in row))  # "[train]" is a split, not markup
+            console.print(data)
+        spec = launch.spec(cfg)
+        console.print(f"launcher: {spec['name']}, {launch.world_size(spec)} process(es) per training stage",
+                      markup=False, highlight=False)
+        console.print("config checked against TRL (field names, types, batch arithmetic): ok",
+                      markup=False, highlight=False)
+        for what, where in report.needs.items():
+            console.print(f"needs on the machine that runs it: {what} for {', '.join(dict.fromkeys(where))}",
+                          markup=False, highlight=False)
         return
     runner.run_all(cfg, overrides, start=start, stop=stop, force=force)
     _print_status(cfg)
@@ -158,6 +176,16 @@ def list_stages(overrides: Overrides = None):
         reads = ", ".join(runner.parents_of(cfg, name)) or "config"
         table.add_row(name, reads, ", ".join(stages.module(name).OUTPUTS))
     console.print(table)
+
+
+@app.command()
+def slurm(stage: Annotated[str, typer.Option("--stage", "-s", help="the stage the job runs")], overrides: Overrides = None):
+    """Write an sbatch script that runs one stage across Slurm nodes (settings: slurm.*, launcher.*)."""
+    from r1pipe import slurm as slurm_mod
+
+    cfg, overrides = _setup(overrides)
+    path = slurm_mod.write(cfg, stage, overrides)
+    console.print(f"wrote {path}\nsubmit it:  sbatch {path}", markup=False, highlight=False)
 
 
 @app.command("eval")

@@ -7,8 +7,13 @@ A source is a dict from a task config:
     {path: data/train.jsonl, fields: {prompt: question, answer: answer, solution: response}}
     {hub: openai/gsm8k, name: main, split: train, fields: {...}, answer_pattern: '####\\s*(.+)$'}
 
-`fields` maps r1pipe's names to the dataset's columns. A row missing a required field is an error that
-names the file, the row and the field. Content is only ever read as data (no pickle, no eval).
+`fields` maps r1pipe's names to the dataset's columns. `solution_template` builds the solution from several
+columns instead (s1K: '<think>\n{deepseek_thinking_trajectory}\n</think>\n{deepseek_attempt}'). A row missing a
+required field is an error that names the file, the row and the field. Content is only ever read as data (no
+pickle, no eval).
+
+A hub source reads a local copy instead of the network when $R1PIPE_DATA_MIRROR names a directory holding
+`<owner>/<name>/<split>.jsonl` (or .parquet): air-gapped clusters, and `--dry-run` against fixture files.
 """
 
 from __future__ import annotations
@@ -105,7 +110,29 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
     raise R1Error(f"{path}: unsupported data file type {suffix!r}", hint="use .jsonl, .json or .parquet")
 
 
+class DataUnavailable(R1Error):
+    """A hub dataset that cannot be reached from here (offline, no local copy): --dry-run reports it as unchecked."""
+
+
+def mirrored(source: dict[str, Any]) -> Path | None:
+    """The local copy of a hub source under $R1PIPE_DATA_MIRROR, if there is one."""
+    import os
+
+    root = os.environ.get("R1PIPE_DATA_MIRROR")
+    if not root:
+        return None
+    base = Path(root) / source["hub"] / source.get("split", "train")
+    for suffix in (".jsonl", ".parquet", ".json"):
+        if base.with_suffix(suffix).is_file():
+            return base.with_suffix(suffix)
+    raise R1Error(f"R1PIPE_DATA_MIRROR={root} has no copy of hub:{source['hub']} split {source.get('split', 'train')}",
+                  hint=f"put it at {base}.jsonl (or .parquet), or unset R1PIPE_DATA_MIRROR")
+
+
 def _read_hub(source: dict[str, Any]) -> list[dict[str, Any]]:
+    copy = mirrored(source)
+    if copy is not None:
+        return _read_file(copy)
     from datasets import load_dataset
 
     try:
@@ -113,7 +140,7 @@ def _read_hub(source: dict[str, Any]) -> list[dict[str, Any]]:
             source["hub"], source.get("name"), split=source.get("split", "train"), revision=source.get("revision")
         )
     except Exception as e:  # network, auth, missing split: all end the same way for the user
-        raise R1Error(
+        raise DataUnavailable(
             f"cannot load hub dataset {source['hub']}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
             hint="check the id and split, or download it and point path: at a local copy",
         ) from e
@@ -130,10 +157,15 @@ def _normalize(raw: list[dict[str, Any]], source: dict[str, Any], need: tuple[st
             raise R1Error(f"{where}: answer_pattern {source['answer_pattern']!r} is not a valid regex ({e})") from e
         if pattern.groups < 1:
             raise R1Error(f"{where}: answer_pattern needs one capture group around the answer", hint=r"e.g. '####\s*(.+)$'")
+    template = source.get("solution_template")
+    template_cols = _template_columns(template, where) if template and "solution" in need else None
     rows = []
     for i, row in enumerate(raw, 1):
         out = {}
         for key in need:
+            if key == "solution" and template_cols is not None:
+                out[key] = _fill(template, template_cols, row, where, i)
+                continue
             col = fields[key]
             value = row.get(col)
             if value is None or (isinstance(value, str) and not value.strip()):
@@ -150,6 +182,35 @@ def _normalize(raw: list[dict[str, Any]], source: dict[str, Any], need: tuple[st
             out[key] = value
         rows.append(out)
     return rows
+
+
+def _template_columns(template: str, where: str) -> list[str]:
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise R1Error(f"{where}: solution_template {template!r} is not a format string ({e})",
+                      hint="columns in braces, literal braces doubled: {{ }}") from e
+    cols = [re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields]  # {generations[0]}: the column generations
+    if not cols or any(not c.isidentifier() for c in cols):
+        raise R1Error(f"{where}: solution_template {template!r} must name columns, e.g. {{solution}}")
+    return list(dict.fromkeys(cols))
+
+
+def _fill(template: str, cols: list[str], row: dict[str, Any], where: str, i: int) -> str:
+    values = {}
+    for col in cols:
+        value = row.get(col)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise R1Error(f"{where}: row {i}: missing field {col!r} (named in solution_template)",
+                          hint="fix the row, or change the template")
+        values[col] = value if isinstance(value, (list, dict)) else str(value)
+    try:
+        return template.format(**values)
+    except (IndexError, KeyError, TypeError) as e:  # {generations[0]} on an empty list, and the like
+        raise R1Error(f"{where}: row {i}: solution_template cannot be filled ({type(e).__name__}: {e})",
+                      hint="fix the row, or change the template") from e
 
 
 def sft_messages(rows: list[dict[str, str]]) -> list[dict[str, Any]]:

@@ -91,9 +91,12 @@ def requirements(launcher: dict[str, Any]) -> list[str]:
 
 
 def check_installed(launcher: dict[str, Any]) -> None:
-    missing_pkgs = missing(requirements(launcher))
-    if missing_pkgs:
-        raise R1Error(f"launcher needs {', '.join(missing_pkgs)}, which is not installed",
+    from r1pipe import preflight
+
+    lacking = [p for p in missing(requirements(launcher)) if not preflight.defer(
+        f"{p} (pip install 'r1pipe[{p}]')", "launcher.config.distributed_type")]
+    if lacking:
+        raise R1Error(f"launcher needs {', '.join(lacking)}, which is not installed",
                       hint="pip install 'r1pipe[deepspeed]' on the GPU machines, or use launcher=torchrun")
 
 

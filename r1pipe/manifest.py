@@ -43,6 +43,8 @@ RUN_ONLY_TRAINER_KEYS = {
     "logging_steps", "logging_first_step", "logging_strategy", "logging_dir", "report_to", "run_name",
     "save_steps", "save_strategy", "save_total_limit", "disable_tqdm", "dataloader_num_workers",
     "log_completions", "num_completions_to_print", "logging_nan_inf_filter", "ddp_find_unused_parameters",
+    # where a vLLM server runs, not what it computes: a resubmitted job on another node resumes
+    "vllm_server_host", "vllm_server_port", "vllm_server_base_url", "vllm_server_timeout", "vllm_group_port",
 }  # fmt: skip
 
 

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from r1pipe import preflight
 from r1pipe.config import check_trainer_block
 from r1pipe.errors import R1Error
 from r1pipe.manifest import read_json_dict, write_jsonl_atomic
@@ -23,10 +24,28 @@ log = logging.getLogger("r1pipe")
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
+def _target_machine(stage: str, block: dict[str, Any]) -> dict[str, Any]:
+    """The block as TRL can check it on this machine while --dry-run checks it for another: what only the
+    target can honour (bf16 needs a GPU) is noted as a need and left out of the check."""
+    import torch
+
+    for key in ("bf16", "fp16"):
+        if block.get(key) and not torch.cuda.is_available() and not block.get("use_cpu"):
+            preflight.defer("a GPU", f"{stage}.trainer.{key}")
+            block = {**block, key: False}
+    return block
+
+
 def trl_config(config_cls: type, stage: str, stage_cfg: dict[str, Any], output_dir: Path, seed: int,
                trust_remote_code: bool = False):
     block = dict(stage_cfg.get("trainer") or {})
     check_trainer_block(stage, block, config_cls)
+    if preflight.elsewhere():
+        block = _target_machine(stage, block)
+    if block.get("use_vllm") and preflight.missing("vllm", f"{stage}.trainer.use_vllm"):
+        # TRL would say so only once the models have loaded
+        raise R1Error(f"{stage}.trainer.use_vllm is true, but vLLM is not installed",
+                      hint=f"pip install 'r1pipe[vllm]' on the GPU machine, or {stage}.trainer.use_vllm=false")
     if "trust_remote_code" in getattr(config_cls, "__dataclass_fields__", {}):
         block.setdefault("trust_remote_code", trust_remote_code)  # GRPO loads its reference model itself
     block.setdefault("seed", seed)

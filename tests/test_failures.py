@@ -116,7 +116,7 @@ def test_an_unreadable_base_model_path_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("override,needle", [
     ("eval.k=two", "eval.k must be a whole number >= 0, got 'two'"),
-    ("reasoning_rl.trainer.num_generations=3", "generation_batch_size (4) must be divisible by num_generations (3)"),
+    ("reasoning_rl.trainer.num_generations=3", "1 process x per_device_train_batch_size 4 x 1 steps per generation = 4 completions, not a multiple of num_generations 3"),
     ("cold_sfft.trainer.max_steps=3", "did you mean cold_sft.trainer.max_steps?"),
     ("rejection_sampling.sampling.k=-1", "rejection_sampling.sampling.k=-1 must be a positive integer"),
 ])

@@ -208,7 +208,7 @@ def test_tiny_zero_preset_composes():
 
 def test_grpo_batch_arithmetic_fails_before_any_model_loads(tmp_path):
     ov = overrides_for(tmp_path / "r", "reasoning_rl.trainer.num_generations=3")
-    with pytest.raises(R1Error, match="reasoning_rl.trainer: trl.GRPOConfig rejects it: .*divisible"):
+    with pytest.raises(R1Error, match="reasoning_rl: 1 process x per_device_train_batch_size 4 x 1 steps per generation = 4 completions, not a multiple of num_generations 3"):
         runner.run_all(config.load(ov), ov)
     assert not [p for p in (tmp_path / "r").glob("*") if p.name != ".lock"]  # no stage directory was made
 
