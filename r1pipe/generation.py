@@ -187,13 +187,18 @@ def make_engine(model_dir, backend: str = "transformers", dtype: str = "float32"
     if backend == "transformers":
         from r1pipe.models import load_causal_lm, load_tokenizer
 
-        tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-        model = load_causal_lm(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
-        import torch
+        loaded: list = []  # on first use: a rerun whose shards are all on disk never loads the model
 
-        if torch.cuda.is_available():
-            model = model.to("cuda")
-        return lambda turns, sampling: generate(model, tok, turns, sampling)
+        def run_hf(turns, sampling):
+            if not loaded:
+                import torch
+
+                model = load_causal_lm(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+                loaded.extend([model.to("cuda") if torch.cuda.is_available() else model,
+                               load_tokenizer(model_dir, trust_remote_code=trust_remote_code)])
+            return generate(loaded[0], loaded[1], turns, sampling)
+
+        return run_hf
     if backend == "vllm":
         try:
             from vllm import LLM, SamplingParams
@@ -205,13 +210,17 @@ def make_engine(model_dir, backend: str = "transformers", dtype: str = "float32"
         from r1pipe.models import load_tokenizer
 
         tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-        llm = LLM(model=str(model_dir), dtype=dtype, trust_remote_code=trust_remote_code, load_format="safetensors")
         eos = tok.convert_tokens_to_ids(tok.eos_token)
+        engines: list = []  # on first use, as above
 
         def run(turns, sampling):
             if sampling.budget_forced:
                 raise R1Error("budget forcing is implemented for the transformers backend only",
                               hint="set eval.backend=transformers, or turn eval.budget off")
+            if not engines:
+                engines.append(LLM(model=str(model_dir), dtype=dtype, trust_remote_code=trust_remote_code,
+                                   load_format="safetensors"))
+            llm = engines[0]
             params = SamplingParams(
                 n=sampling.n,
                 temperature=max(sampling.temperature, 0.0),

@@ -375,6 +375,8 @@ def _execute_stage(
     started, t0 = _now(), time.time()
     launcher = launch.spec(cfg)
     if launch.distributes(launcher, mod):  # the stage's work runs under torchrun/accelerate; the books stay here
+        if hasattr(mod, "prepare"):  # its one-process part (generation), before the ranks start
+            mod.prepare(ctx)
         metrics = launch.run(ctx, launcher, lock_fd=held_fd(root))
     else:
         metrics = mod.run(ctx) or {}

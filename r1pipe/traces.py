@@ -76,8 +76,9 @@ def sample_and_filter(ctx, source: str, rows: list[dict[str, str]], cfg: dict[st
 
 
 def write(stage: str, kept, rejected, mix, seed: int, data_dir: Path, rejected_path: Path | None, min_kept: int,
-          samples: int) -> list[dict[str, Any]]:
-    """Shuffle kept + non-reasoning rows into `data_dir/train.parquet`; dropped samples to `rejected_path`."""
+          samples: int, save: bool = True) -> list[dict[str, Any]]:
+    """Shuffle kept + non-reasoning rows into `data_dir/train.parquet`; dropped samples to `rejected_path`.
+    `save=False`: the same rows, nothing written (the other ranks of a launched stage)."""
     from datasets import Dataset
 
     if len(kept) < min_kept:
@@ -87,6 +88,8 @@ def write(stage: str, kept, rejected, mix, seed: int, data_dir: Path, rejected_p
         )
     train = kept + mix
     random.Random(seed).shuffle(train)
+    if not save:
+        return train
     data_dir.mkdir(parents=True, exist_ok=True)
     features = _features()
     Dataset.from_list(train, features=features).to_parquet(str(data_dir / "train.parquet"))

@@ -152,14 +152,6 @@ def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def barrier() -> None:
-    """Wait for every rank of a launched stage (nothing to wait for in one process)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def save_trained(trainer, tokenizer, path: Path, card: str) -> None:
     """Save a trainer's model as save_model does. Under several processes every rank takes part (DeepSpeed
     ZeRO-3 and FSDP gather the sharded weights) and rank 0 alone writes."""

@@ -25,14 +25,20 @@ def _run_all(run_dir, *extra, **kw):
 
 
 def _kill_when(cmd, path, timeout=120):
-    """Start `cmd`, SIGKILL its process group as soon as `path` exists; returns whether it appeared."""
+    """Start `cmd`, SIGKILL its process group as soon as `path` exists (a .json file: exists whole, since a kill
+    while it is half-written rightly leaves that checkpoint unusable); returns whether it appeared."""
+    from r1pipe.manifest import read_json_dict
+
+    def there():
+        return read_json_dict(path) is not None if path.suffix == ".json" else path.exists()
+
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + timeout
-    while not path.exists() and proc.poll() is None and time.time() < deadline:
+    while not there() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    return path.exists()
+    return there()
 
 
 def _manifest(run_dir, stage):

@@ -1,7 +1,8 @@
 """The stage graph. Each stage is one module here, named as in the paper, declaring NAME, OUTPUTS, `run(ctx)`
 and its parents: a PARENTS tuple, or `parents(config)` where the config picks them (reasoning_rl starts from
 cold_sft, or from base in R1-Zero). Optional: `validate(config, world_size)`, pre-flight checks that load no
-model, and DISTRIBUTED = True when a launcher may run `run` on several ranks at once (trainer stages).
+model; DISTRIBUTED = True when a launcher may run `run` on several ranks at once (trainer stages); and
+`prepare(ctx)`, their one-process part (generation) that the launching process runs first.
 Modules import torch/TRL inside `run`, so reading the graph stays cheap.
 
     base ──> cold_sft ──> reasoning_rl ──> rejection_sampling ──> second_sft ──> alignment_rl ──> distill

@@ -74,6 +74,43 @@ def _weights(cfg: dict[str, Any]) -> list[float]:
     return rule + pref
 
 
+def prepare(ctx) -> None:
+    """Under a launcher, once, before the ranks start: the starting model's answers to the held-out general
+    prompts (the 'before' of heldout_preference), written for rank 0 to read."""
+    from r1pipe import models
+
+    cfg = ctx.config
+    heldout = _heldout(cfg)
+    if heldout and any(p for p in (cfg.get("preference_rewards") or {}).values()):
+        init_dir = ctx.parent_output(parents(cfg)[0], "model")
+        remote = ctx.trust_remote_code
+        model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"), trust_remote_code=remote)
+        tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
+        _before(ctx, model, tokenizer, heldout, cfg)
+
+
+def _heldout(cfg) -> list[dict[str, Any]]:
+    """Each distinct held-out general prompt once: repeats would shrink the standard errors falsely."""
+    from r1pipe import data
+
+    if not cfg.get("general_heldout"):
+        return []
+    return list({r["prompt"]: r for r in data.load_rows(cfg["general_heldout"], need=("prompt",))}.values())
+
+
+def _before(ctx, model, tokenizer, heldout, cfg) -> dict[str, list]:
+    """The starting model's answers, computed once per attempt (prepare() or run(), whichever comes first)."""
+    from r1pipe.manifest import read_json_dict, write_json_atomic
+
+    path = ctx.dir / "general_before.json"
+    cached = read_json_dict(path)
+    if cached and cached.get("prompts") == [r["prompt"] for r in heldout]:
+        return cached["answers"]
+    answers = _general_answers(ctx, "before", model, tokenizer, heldout, cfg)
+    write_json_atomic(path, {"prompts": [r["prompt"] for r in heldout], "answers": answers})
+    return answers
+
+
 def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -116,11 +153,9 @@ def run(ctx) -> dict[str, Any]:
 
     tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
     model = models.load_causal_lm(init_dir, dtype=dtype, trust_remote_code=remote)
-    heldout = []
-    if cfg.get("general_heldout"):  # each distinct prompt once: repeats would shrink the standard errors falsely
-        heldout = list({r["prompt"]: r for r in data.load_rows(cfg["general_heldout"], need=("prompt",))}.values())
+    heldout = _heldout(cfg)
     measure = bool(heldout and judges and training.is_main())
-    before = _general_answers(ctx, "before", model, tokenizer, heldout, cfg) if measure else None
+    before = _before(ctx, model, tokenizer, heldout, cfg) if measure else None
 
     trainer = GRPOTrainer(model=model, reward_funcs=rule_funcs + pref_funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer)

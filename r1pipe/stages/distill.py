@@ -25,6 +25,7 @@ from typing import Any
 NAME = "distill"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 OUTPUTS = ("model", "data", "rejected", "baseline")  # data and rejected: method sft; baseline: when enabled
+DISTRIBUTED = True  # a launcher runs run() on every rank, after prepare() wrote the traces
 METHODS = ("sft", "logits")
 
 
@@ -72,6 +73,17 @@ def _baseline_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
     return {**cfg, "trainer": {**cfg["trainer"], **((cfg["baseline"].get("trainer")) or {})}}
 
 
+def prepare(ctx) -> None:
+    """Under a launcher, once, before the ranks start: the teacher writes its traces (resumable shards), so
+    the ranks only read them and train. Generation in one process never waits at a rank barrier."""
+    from r1pipe import traces
+
+    cfg = ctx.config
+    if cfg.get("method", "sft") == "sft":
+        rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
+        traces.sample_and_filter(ctx, parents(cfg)[0], rows, cfg)
+
+
 def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
 
@@ -94,7 +106,8 @@ def run(ctx) -> dict[str, Any]:
                                      load=lambda src, need: ctx.load_rows(src, need, "non_reasoning"))
         samples = len(rows) * cfg["sampling"]["k"]
         train = traces.write(NAME, kept, rejected, mix, ctx.seed, ctx.output("data"),
-                             ctx.output("rejected", "rejected.parquet"), cfg["min_kept"], samples)
+                             ctx.output("rejected", "rejected.parquet"), cfg["min_kept"], samples,
+                             save=training.is_main())
         metrics["traces"] = traces.stats(rows, samples, kept, rejected, mix, train, rate)
         dataset = Dataset.from_list([{"messages": r["messages"]} for r in train])
         summary = (f"A student distilled by SFT on {len(train)} traces of `{teacher}` (verified and filtered, "

@@ -63,6 +63,20 @@ def trainer_block(stage: str, cfg: dict[str, Any], weights: list[float] | None =
     return {**cfg, "trainer": trainer}
 
 
+def prepare(ctx) -> None:
+    """Under a launcher, once, before the ranks start: the difficulty filter's sampling, cached on disk for
+    every rank to read (generation in one process never waits at a rank barrier)."""
+    from r1pipe import models
+
+    cfg = ctx.config
+    if cfg["difficulty_filter"]["enabled"]:
+        init_dir = ctx.parent_output(parents(cfg)[0], "model")
+        rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
+        tokenizer = models.load_tokenizer(init_dir, trust_remote_code=ctx.trust_remote_code)
+        model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"), trust_remote_code=ctx.trust_remote_code)
+        _difficulty_filter(ctx, model, tokenizer, rows, cfg)
+
+
 def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -105,18 +119,16 @@ def run(ctx) -> dict[str, Any]:
 
 def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
     """Keep prompts the starting model solves sometimes but not always (cached on disk for resume)."""
-    from r1pipe import training
     from r1pipe.generation import Sampling, generate
     from r1pipe.manifest import write_jsonl_atomic
     from r1pipe.rewards import is_correct
 
     f = cfg["difficulty_filter"]
     cache = ctx.dir / "difficulty.jsonl"
-    cached = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() and ctx.resume else []
-    if not training.is_main():  # rank 0 samples and writes the cache; every other rank reads it
-        training.barrier()
-        rates = [json.loads(line)["pass_rate"] for line in cache.read_text().splitlines()]
-    elif [c["prompt"] for c in cached] == [r["prompt"] for r in rows]:
+    # The stage directory holds only this attempt's files (a fresh attempt starts empty), so a cache whose
+    # prompts match is this attempt's: a resumed run's, or prepare()'s under a launcher
+    cached = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() else []
+    if [c["prompt"] for c in cached] == [r["prompt"] for r in rows]:
         rates = [c["pass_rate"] for c in cached]
     else:
         sampling = Sampling(
@@ -127,8 +139,6 @@ def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
         rates = [sum(is_correct(c, r["answer"], cfg["verifier"]) for c in o) / len(o) for r, o in zip(rows, outs)]
         # whole or absent: a resume never reads a torn cache
         write_jsonl_atomic(cache, [{"prompt": r["prompt"], "pass_rate": rate} for r, rate in zip(rows, rates)])
-    if training.is_main():
-        training.barrier()
     kept = [r for r, rate in zip(rows, rates) if f["min_pass_rate"] < rate < f["max_pass_rate"]]
     stats = {
         "enabled": True,
