@@ -1,9 +1,19 @@
 """r1pipe benchmarks: medians over repeated runs, ratios measured side by side in one run.
 
-    make bench            # writes bench/results.json and prints a markdown table for the README
+    make bench            # writes bench/results.json and bench/results.md (the README's table)
 
 Benchmarks, not tests: nothing here asserts a speed. These machines are noisy (2-5x slow-downs for tens of
 seconds), so each comparison interleaves its contenders and reports the median of several repeats.
+
+1. overhead: a stage through `r1pipe run` vs the same TRL trainer called directly (bench/direct_trl.py) with
+   the same model, rows and settings, SFT and GRPO, each a fresh process; the train losses must match.
+2. generation: the engine vs a per-prompt `generate` loop; batch size and k.
+3. no-op and status: `run-all` on a complete run and `status`, wall time and whether torch was imported.
+4. rewards: rewards/s for each reward; math-verify with and without the parsed-gold cache.
+5. efficiency: tokens/s of SFT and GRPO and the share of this machine's measured matmul FLOP/s they reach.
+6. memory: peak RSS of every stage of the tiny preset (from its manifests: the runner samples it).
+7. scaling: stage time against dataset size, group size and completion length.
+BENCH_REPEATS (default 3) sets the repeats.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,9 +48,9 @@ def model_for_bench(tmp: Path):
     from r1pipe import models
     from r1pipe.tasks import arithmetic
 
-    trained = ROOT / "runs" / "tiny" / "cold_sft" / "model"
+    trained = ROOT / "runs" / "bench-overhead" / "cold_sft" / "model"  # written by bench_overhead, which runs first
     if (trained / "model.safetensors").exists():
-        return models.load_tokenizer(trained), models.load_causal_lm(trained), "tiny cold_sft (trained)"
+        return models.load_tokenizer(trained), models.load_causal_lm(trained), f"tiny cold_sft ({SFT_STEPS} steps)"
     rows = list(arithmetic.records(arithmetic.problems(500, seed=1)))
     tok = models.build_tokenizer([r["prompt"] + " " + r["solution"] for r in rows], vocab_size=300)
     arch = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
@@ -96,6 +107,231 @@ def bench_generation(repeats: int) -> dict:
     }
 
 
+R1PIPE = [sys.executable, "-m", "r1pipe.cli"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+SFT_STEPS, GRPO_STEPS = 80, 12  # ~10-20 s of training each on 2 cores: long enough that fixed costs show
+
+
+def _run(cmd: list[str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd[2:])} failed:\n{r.stderr[-2000:]}")
+    return wall, r.stdout
+
+
+def _manifest(run_dir: Path, stage: str) -> dict:
+    return json.loads((run_dir / stage / "manifest.json").read_text())
+
+
+def bench_overhead(repeats: int) -> dict:
+    """`r1pipe run --stage` vs bench/direct_trl.py on the same model, rows and trainer settings (fresh
+    processes, interleaved). The ratio of wall times is r1pipe's whole cost: Hydra, state checks, parent
+    hashing, decontamination, manifest, model card, output hashing and fsync."""
+    from r1pipe import config, data
+    from r1pipe.stages import reasoning_rl
+
+    run_dir = ROOT / "runs" / "bench-overhead"
+    ov = ["conf=tiny", f"run.dir={run_dir}", "eval.after_stage=false", f"cold_sft.trainer.max_steps={SFT_STEPS}",
+          f"reasoning_rl.trainer.max_steps={GRPO_STEPS}", "reasoning_rl.difficulty_filter.enabled=false",
+          "reasoning_rl.log_samples=0"]
+    _run([*R1PIPE, "run-all", "--to", "reasoning_rl", *ov])  # parents, and a warm-up of every code path
+    cfg = config.load(ov)
+    out: dict = {}
+    for kind, stage, parent in (("sft", "cold_sft", "base"), ("grpo", "reasoning_rl", "cold_sft")):
+        stage_cfg = config.stage_config(cfg, stage)
+        if kind == "sft":
+            rows = [{"messages": m["messages"]} for m in data.sft_messages(data.load_rows(stage_cfg["data"], ("prompt", "solution")))]
+            trainer, extra = dict(stage_cfg["trainer"]), {}
+        else:
+            rows = [{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"],
+                     "verifier": stage_cfg["verifier"]} for r in data.load_rows(stage_cfg["data"], ("prompt", "answer"))]
+            trainer = reasoning_rl.trainer_block(stage, stage_cfg)["trainer"]
+            extra = {"reward_weights": trainer.pop("reward_weights")}
+        trainer["logging_nan_inf_filter"] = False  # what r1pipe sets: identical settings, not only similar
+        direct_dir = ROOT / "runs" / "bench-direct" / kind
+        rows_path = direct_dir.parent / f"{kind}.jsonl"
+        rows_path.parent.mkdir(parents=True, exist_ok=True)
+        rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        spec = {"model": str(run_dir / parent / "model"), "rows": str(rows_path), "trainer": trainer,
+                "seed": int(stage_cfg["seed"]), "output_dir": str(direct_dir), **extra}
+        spec_path = direct_dir.parent / f"{kind}.json"
+        spec_path.write_text(json.dumps(spec))
+        r_walls, d_walls, r_train, d_train, losses = [], [], [], [], set()
+        for _ in range(repeats):  # interleaved: a slow spell hits both
+            wall, _ = _run([*R1PIPE, "run", "--stage", stage, "--force", *ov])
+            m = _manifest(run_dir, stage)
+            r_walls.append(wall)
+            r_train.append(m["metrics"]["train_runtime_s"])
+            losses.add(("r1pipe", round(m["metrics"]["train_loss"], 6)))
+            shutil.rmtree(direct_dir, ignore_errors=True)
+            wall, stdout = _run([sys.executable, str(ROOT / "bench" / "direct_trl.py"), kind, str(spec_path)])
+            d = json.loads(stdout.split("DIRECT ")[-1])
+            d_walls.append(wall)
+            d_train.append(d["train_runtime_s"])
+            losses.add(("direct", round(d["train_loss"], 6)))
+        r, d = statistics.median(r_walls), statistics.median(d_walls)
+        out[kind] = {
+            "stage": stage, "steps": SFT_STEPS if kind == "sft" else GRPO_STEPS, "repeats": repeats,
+            "r1pipe_wall_s": round(r, 2), "direct_wall_s": round(d, 2), "ratio": round(r / d, 3),
+            "r1pipe_train_s": round(statistics.median(r_train), 2), "direct_train_s": round(statistics.median(d_train), 2),
+            "train_ratio": round(statistics.median(r_train) / statistics.median(d_train), 3),
+            "same_train_loss": len({v for _, v in losses}) == 1, "train_losses": sorted(losses),
+            "r1pipe_walls": [round(x, 2) for x in r_walls], "direct_walls": [round(x, 2) for x in d_walls],
+        }
+        if kind == "sft":
+            out["_sft_metrics"] = run_dir / stage / "metrics.jsonl"
+        else:
+            out["_grpo_metrics"] = run_dir / stage / "metrics.jsonl"
+    out["_model_dir"] = run_dir / "cold_sft" / "model"
+    return out
+
+
+def matmul_flops() -> dict:
+    """This machine's fp32 matmul FLOP/s with torch's threads: the ceiling the efficiency figures divide by."""
+    import torch
+
+    best = {}
+    for n in (512, 1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b  # warm-up
+        reps = max(2, int(2e9 / (2 * n**3)))
+        t, _ = median_time(lambda: [a @ b for _ in range(reps)], 3)
+        best[n] = 2 * n**3 * reps / t
+    return {"threads": torch.get_num_threads(), "gflops_by_size": {k: round(v / 1e9, 1) for k, v in best.items()},
+            "peak_gflops": round(max(best.values()) / 1e9, 1)}
+
+
+def efficiency(over: dict, peak_gflops: float) -> dict:
+    """Tokens/s of the overhead runs' SFT and GRPO (TRL's own token counts) and the FLOP/s they imply:
+    training 6N per token (forward + backward), GRPO's reference forward 2N per token (beta > 0) and its
+    generation 2N per completion token; N counts every weight (the tied LM head is a real matmul)."""
+    from r1pipe import models
+
+    n = models.count_saved_parameters(over["_model_dir"])
+    out = {"params": n, "peak_gflops": peak_gflops}
+    sft = [json.loads(x) for x in Path(over["_sft_metrics"]).read_text().splitlines()]
+    tokens = max(r.get("num_tokens", 0) for r in sft)
+    train_s = over["sft"]["r1pipe_train_s"]
+    gflops = 6 * n * tokens / train_s / 1e9
+    out["sft"] = {"tokens": int(tokens), "tokens_per_s": round(tokens / train_s), "model_gflops": round(gflops, 2),
+                  "share_of_matmul_peak": round(gflops / peak_gflops, 3)}
+    grpo = [json.loads(x) for x in Path(over["_grpo_metrics"]).read_text().splitlines()]
+    logged = [r for r in grpo if "num_tokens" in r and "completions/mean_length" in r]
+    tokens = max(r["num_tokens"] for r in logged)
+    steps = over["grpo"]["steps"]
+    # completions per step: per_device_train_batch_size x gradient_accumulation_steps (tiny: 64 x 1)
+    comp_tokens = sum(r["completions/mean_length"] for r in logged) / len(logged) * 64 * steps
+    train_s = over["grpo"]["r1pipe_train_s"]
+    gflops = (8 * n * tokens + 2 * n * comp_tokens) / train_s / 1e9
+    out["grpo"] = {"tokens": int(tokens), "completion_tokens": int(comp_tokens), "tokens_per_s": round(tokens / train_s),
+                   "model_gflops": round(gflops, 2), "share_of_matmul_peak": round(gflops / peak_gflops, 3)}
+    return out
+
+
+def bench_rewards(repeats: int) -> dict:
+    """Rewards/s of each registered reward on 4,096 completions (64 prompts x a group of 64), and math-verify
+    with and without the parsed-gold cache on the same math completions."""
+    import random
+
+    from r1pipe import rewards
+
+    rng = random.Random(0)
+    problems = [(rng.randint(10, 999), rng.randint(10, 999)) for _ in range(64)]
+    comps, golds = [], []
+    for a, b in problems:
+        for _ in range(64):
+            guess = a + b + rng.choice([0, 0, 1, -10])
+            comps.append(f"<think>{a}+{b}: units, tens, hundreds</think><answer>{guess}</answer>")
+            golds.append(str(a + b))
+    out = {"completions": len(comps)}
+    for name, fn in rewards.REGISTRY.items():  # each with its default parameters
+        t, _ = median_time(lambda: fn(comps, answer=golds, verifier=["integer"] * len(comps)), repeats)
+        out[f"{name}_per_s"] = round(len(comps) / t)
+    # math-verify: fractions as a math task's answers, 1,024 completions over 16 gold answers
+    mcomps = [f"<think>...</think><answer>\\frac{{{a}}}{{{b}}}</answer>" for a, b in problems[:16] for _ in range(64)]
+    mgolds = [f"\\frac{{{2 * a}}}{{{2 * b}}}" for a, b in problems[:16] for _ in range(64)]
+    rewards.math_equal("1", "1")  # math-verify's first call compiles its grammars: not part of either figure
+    results = {}
+    for label, cache in (("math_verify_cached_gold", True), ("math_verify_uncached", False)):
+        rewards._parsed_gold.cache_clear()
+        t, _ = median_time(lambda: results.__setitem__(label, [
+            rewards.math_equal(rewards.extract_answer(c), g, cache_gold=cache) for c, g in zip(mcomps, mgolds)]), repeats)
+        out[f"{label}_per_s"] = round(len(mcomps) / t)
+    assert results["math_verify_cached_gold"] == results["math_verify_uncached"]  # the cache changes no verdict
+    out["math_verify_correct"] = sum(results["math_verify_uncached"])
+    out["math_verify_cache_speedup"] = round(out["math_verify_cached_gold_per_s"] / out["math_verify_uncached_per_s"], 2)
+    return out
+
+
+def bench_pipeline_memory_and_noop(repeats: int) -> dict:
+    """The tiny preset end to end without evaluation (each stage's peak RSS from its manifest), then
+    `run-all` again on the complete run: wall time, and whether torch was imported."""
+    run_dir = ROOT / "runs" / "bench-tiny"
+    wall, _ = _run([*R1PIPE, "run-all", "conf=tiny", f"run.dir={run_dir}", "eval.after_stage=false"])
+    stages = {}
+    for m in sorted(run_dir.glob("*/manifest.json")):
+        data = json.loads(m.read_text())
+        stages[data["stage"]] = {"peak_rss_mb": (data.get("resources") or {}).get("peak_rss_mb"),
+                                 "duration_s": data["duration_s"]}
+    probe = ("import sys, time; t=time.perf_counter(); sys.argv=['r1pipe','run-all','conf=tiny','run.dir=%s',"
+             "'eval.after_stage=false'];from r1pipe.cli import main\ntry: main()\nexcept SystemExit: pass\n"
+             "print('BENCH', time.perf_counter()-t, 'torch' in sys.modules)") % run_dir
+    walls, torch_imported = [], None
+    for _ in range(repeats):
+        w, out = _run([sys.executable, "-c", probe])
+        walls.append(w)
+        torch_imported = "True" in out.split("BENCH")[-1]
+    return {"first_run_wall_s": round(wall, 1), "stages": stages,
+            "noop_run_all_wall_s": round(statistics.median(walls), 3), "noop_imports_torch": torch_imported}
+
+
+def bench_scaling(repeats: int) -> dict:
+    """Wall time of short TRL runs on the tiny model as one setting grows: SFT rows per epoch, GRPO group
+    size (8 prompts per step) and GRPO completion length (random weights, so every sample runs to the cap)."""
+    import tempfile
+
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+
+    from r1pipe import data, models
+    from r1pipe.rewards import format_reward
+    from r1pipe.tasks import arithmetic
+
+    trained = ROOT / "runs" / "bench-overhead" / "cold_sft" / "model"
+    base = ROOT / "runs" / "bench-overhead" / "base" / "model"
+    tok = models.load_tokenizer(trained)
+    rows = list(arithmetic.records(arithmetic.problems(1000, seed=1)))
+    cpu = dict(use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=1000,
+               disable_tqdm=True, seed=0)
+    out: dict = {"sft_rows": {}, "grpo_group": {}, "grpo_completion_length": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (250, 500, 1000):
+            ds = Dataset.from_list([{"messages": m["messages"]} for m in data.sft_messages(rows[:n])])
+            args = SFTConfig(output_dir=tmp, num_train_epochs=1, per_device_train_batch_size=32, max_length=128,
+                             learning_rate=1e-4, **cpu)
+            t, _ = median_time(lambda: SFTTrainer(model=models.load_causal_lm(trained), args=args, train_dataset=ds,
+                                                  processing_class=tok).train(), repeats)
+            out["sft_rows"][n] = round(t, 2)
+        prompts = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"]}
+                                     for r in rows[:64]])
+
+        def grpo(model_dir, gens, length):
+            args = GRPOConfig(output_dir=tmp, max_steps=3, num_generations=gens, per_device_train_batch_size=8 * gens,
+                              max_completion_length=length, learning_rate=1e-5, beta=0.001, **cpu)
+            torch.manual_seed(0)
+            GRPOTrainer(model=models.load_causal_lm(model_dir), reward_funcs=[format_reward], args=args,
+                        train_dataset=prompts, processing_class=tok).train()
+
+        for g in (4, 8, 16):
+            out["grpo_group"][g] = round(median_time(lambda: grpo(trained, g, 48), repeats)[0] / 3, 3)
+        for length in (16, 32, 64):
+            out["grpo_completion_length"][length] = round(median_time(lambda: grpo(base, 8, length), repeats)[0] / 3, 3)
+    return out
+
+
 def bench_cli(repeats: int) -> dict:
     """`r1pipe status` wall time, and whether it imported torch."""
     probe = ("import sys, time; t=time.perf_counter(); sys.argv=['r1pipe','status','conf=tiny'];"
@@ -113,24 +349,77 @@ def bench_cli(repeats: int) -> dict:
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     repeats = int(os.environ.get("BENCH_REPEATS", "3"))
-    results = {
-        "date": dt.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "generation": bench_generation(repeats),
-        "cli": bench_cli(repeats),
-    }
+    t0 = time.perf_counter()
+    results: dict = {"date": dt.date.today().isoformat(), "machine": machine(), "repeats": repeats}
+    over = bench_overhead(repeats)
+    results["overhead"] = {k: v for k, v in over.items() if not k.startswith("_")}
+    results["matmul"] = matmul_flops()
+    results["efficiency"] = efficiency(over, results["matmul"]["peak_gflops"])
+    results["generation"] = bench_generation(repeats)
+    results["rewards"] = bench_rewards(repeats)
+    results["pipeline"] = bench_pipeline_memory_and_noop(repeats)
+    results["cli"] = bench_cli(repeats)
+    results["scaling"] = bench_scaling(1)  # one run per point: the trend, not a decimal, is the result
+    results["bench_wall_s"] = round(time.perf_counter() - t0, 1)
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    g, c = results["generation"], results["cli"]
-    print(f"\n| benchmark ({results['date']}, {results['machine']}) | result |\n|---|---|")
-    print(f"| generation engine, {g['prompts']} prompts x k={g['k']}, {g['max_new_tokens']} new tokens ({g['model']}) "
-          f"| {g['engine_samples_per_s']} samples/s |")
-    print(f"| plain loop, one `generate(num_return_sequences=k)` per prompt | {g['loop_samples_per_s']} samples/s |")
-    print(f"| engine / loop (median of {g['repeats']}, interleaved) | **{g['speedup']}x** |")
-    for key, val in g["engine_samples_per_s_by_setting"].items():
-        print(f"| engine, {key} | {val} samples/s |")
-    print(f"| `r1pipe status conf=tiny` | {c['status_wall_s']} s, torch imported: {c['status_imports_torch']} |")
-    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    table = markdown(results)
+    RESULTS.with_suffix(".md").write_text(table)
+    print("\n" + table)
+    print(f"wrote {RESULTS.relative_to(ROOT)} and {RESULTS.with_suffix('.md').relative_to(ROOT)} "
+          f"in {results['bench_wall_s'] / 60:.1f} min")
+
+
+def machine() -> str:
+    cpu = "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def markdown(r: dict) -> str:
+    o, e, g, w, p, c, sc = (r["overhead"], r["efficiency"], r["generation"], r["rewards"], r["pipeline"], r["cli"],
+                            r["scaling"])
+    rows = [f"Measured {r['date']} on {r['machine']}; medians of {r['repeats']}, contenders interleaved.", "",
+            "| benchmark | r1pipe | plain alternative | ratio |", "|---|---|---|---|"]
+    for kind, label in (("sft", "SFT"), ("grpo", "GRPO")):
+        x = o[kind]
+        same = "same train loss" if x["same_train_loss"] else "train losses differ: " + str(x["train_losses"])
+        rows.append(f"| {label} overhead: `r1pipe run --stage {x['stage']}` ({x['steps']} steps) vs TRL called directly, "
+                    f"process wall ({same}) | {x['r1pipe_wall_s']} s | {x['direct_wall_s']} s | **{x['ratio']}** |")
+        rows.append(f"| {label} training time alone (TRL's train_runtime) | {x['r1pipe_train_s']} s | {x['direct_train_s']} s "
+                    f"| {x['train_ratio']} |")
+    rows.append(f"| generation: engine vs one `generate` per prompt, {g['prompts']} prompts x k={g['k']}, {g['max_new_tokens']} "
+                f"tokens | {g['engine_samples_per_s']} samples/s | {g['loop_samples_per_s']} samples/s | **{g['speedup']}x** |")
+    rows.append(f"| math-verify on 1,024 answers: parsed-gold cache vs none | {w['math_verify_cached_gold_per_s']}/s "
+                f"| {w['math_verify_uncached_per_s']}/s | {w['math_verify_cache_speedup']}x |")
+    rows += ["", "| measure | result |", "|---|---|"]
+    rows.append(f"| `run-all conf=tiny` on a complete run (8 stages) | {p['noop_run_all_wall_s']} s, torch imported: "
+                f"{p['noop_imports_torch']} |")
+    rows.append(f"| `r1pipe status conf=tiny` | {c['status_wall_s']} s, torch imported: {c['status_imports_torch']} |")
+    for key in sorted(k for k in w if k.endswith("_per_s") and not k.startswith("math_verify")):
+        rows.append(f"| reward `{key[:-6]}` ({w['completions']:,} completions) | {w[key]:,} rewards/s |")
+    rows.append(f"| this machine's fp32 matmul peak ({r['matmul']['threads']} threads) | {r['matmul']['peak_gflops']} GFLOP/s |")
+    for kind in ("sft", "grpo"):
+        x = e[kind]
+        rows.append(f"| {kind.upper()} on the tiny model ({e['params'] / 1e6:.2f}M params) | {x['tokens_per_s']:,} tokens/s, "
+                    f"{x['model_gflops']} GFLOP/s = {100 * x['share_of_matmul_peak']:.1f}% of the matmul peak |")
+    for stage, x in p["stages"].items():
+        rows.append(f"| peak RSS, `{stage}` (tiny, {x['duration_s']:.0f} s) | {x['peak_rss_mb']} MB |")
+    rows += ["", "| scaling (tiny model, one process) | | | |", "|---|---|---|---|"]
+    for key, label, unit in (("sft_rows", "SFT, 1 epoch, rows", "s"), ("grpo_group", "GRPO s/step, group size (8 prompts)", "s"),
+                             ("grpo_completion_length", "GRPO s/step, completion tokens (group 8)", "s")):
+        pts = sc[key]
+        rows.append(f"| {label} | " + " | ".join(f"{k}: {v} {unit}" for k, v in pts.items()) + " |")
+    return "\n".join(rows) + "\n"
 
 
 if __name__ == "__main__":

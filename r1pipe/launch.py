@@ -44,8 +44,8 @@ def spec(cfg) -> dict[str, Any]:
     """The resolved `launcher:` block ({name: local} when a config has none)."""
     from r1pipe.config import to_plain
 
-    node = cfg.get("launcher") if hasattr(cfg, "get") else None
-    out = to_plain(node) if node is not None and not isinstance(node, dict) else dict(node or {})
+    node = cfg.get("launcher")
+    out = dict(to_plain(node)) if node is not None else {}
     out.setdefault("name", "local")
     return out
 

@@ -7,6 +7,7 @@ are often format learning, and an evaluation must be able to tell the two apart.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -96,7 +97,7 @@ def is_correct(completion: str, gold: str, verifier: str = "integer") -> bool:
     raise ValueError(f"unknown verifier {verifier!r} (integer | math)")
 
 
-def math_equal(pred: str, gold: str) -> bool:
+def math_equal(pred: str, gold: str, cache_gold: bool = True) -> bool:
     if too_big_to_verify(pred) or too_big_to_verify(gold):
         return False
     import threading
@@ -108,11 +109,19 @@ def math_equal(pred: str, gold: str) -> bool:
     t = 5 if threading.current_thread() is threading.main_thread() else None
     if t is None:
         logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout is disabled" on every call
-    gold_parsed = parse(_boxed(gold), parsing_timeout=t)
+    # GRPO checks every one of a group's completions against the same gold answer: parse it once
+    gold_parsed = _parsed_gold(gold, t) if cache_gold else parse(_boxed(gold), parsing_timeout=t)
     pred_parsed = parse(_boxed(pred), parsing_timeout=t)
     if not gold_parsed or not pred_parsed:
         return False
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=t))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parsed_gold(gold: str, timeout: int | None):
+    from math_verify import parse
+
+    return parse(_boxed(gold), parsing_timeout=timeout)
 
 
 # An exponent that holds another exponent (9^{9^{9}}, 9^9^9) or has 8+ digits: sympy would compute the power

@@ -373,13 +373,17 @@ def _execute_stage(
     )
     log.info("%s: %s (fingerprint %s)", name, "resuming" if resume else "running", s.expected[:12])
     started, t0 = _now(), time.time()
+    memory = PeakRSS().start()
     launcher = launch.spec(cfg)
-    if launch.distributes(launcher, mod):  # the stage's work runs under torchrun/accelerate; the books stay here
-        if hasattr(mod, "prepare"):  # its one-process part (generation), before the ranks start
-            mod.prepare(ctx)
-        metrics = launch.run(ctx, launcher, lock_fd=held_fd(root))
-    else:
-        metrics = mod.run(ctx) or {}
+    try:
+        if launch.distributes(launcher, mod):  # the stage's work runs under torchrun/accelerate; the books stay here
+            if hasattr(mod, "prepare"):  # its one-process part (generation), before the ranks start
+                mod.prepare(ctx)
+            metrics = launch.run(ctx, launcher, lock_fd=held_fd(root))
+        else:
+            metrics = mod.run(ctx) or {}
+    finally:
+        peak_rss_mb = memory.stop()
     shutil.rmtree(stage_dir / launch.LAUNCH_DIR, ignore_errors=True)
 
     # Outputs move into place only now: a crash above leaves them in .staging, never where a reader looks.
@@ -407,6 +411,7 @@ def _execute_stage(
         "decontamination": ctx.decontamination if "decontaminate" in stage_cfg else None,
         "eval": {},
         "launch": ctx.launch,
+        "resources": {"peak_rss_mb": peak_rss_mb},  # this process and its children (launched ranks)
         "env": mf.environment(),
         "seed": ctx.seed,
         "resumed": resume,
@@ -419,6 +424,57 @@ def _execute_stage(
     write_cards(root, stage_dir, manifest)
     log.info("%s: complete in %.1fs", name, manifest["duration_s"])
     return manifest
+
+
+class PeakRSS:
+    """The peak resident memory of this process plus its child processes (a launcher's ranks) while a stage
+    runs, sampled every 0.2 s from /proc: ru_maxrss cannot say which stage of a run-all used the most."""
+
+    def __init__(self, every: float = 0.2):
+        import threading
+
+        self.every, self.peak, self._stop = every, 0, threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="r1pipe-peak-rss")
+
+    def start(self) -> "PeakRSS":
+        self._thread.start()
+        return self
+
+    def stop(self) -> float | None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return round(self.peak / 2**20, 1) if self.peak else None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def _sample(self) -> None:
+        import os
+
+        total = 0
+        for pid in [os.getpid(), *_descendants(os.getpid())]:
+            try:
+                with open(f"/proc/{pid}/statm") as f:
+                    total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, ValueError, IndexError):  # gone meanwhile, or no /proc (not Linux)
+                continue
+        self.peak = max(self.peak, total)
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        out += kids
+        todo += kids
+    return out
 
 
 def wants_eval(cfg, name: str, manifest: dict[str, Any]) -> bool:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     from r1pipe import launch, stages
+    from r1pipe.errors import R1Error
     from r1pipe.manifest import read_json_dict, write_json_atomic
     from r1pipe.runner import StageContext
 
@@ -28,12 +29,12 @@ def main(argv: list[str]) -> int:
     try:
         spec = read_json_dict(launch_dir / launch.CTX)
         if spec is None:
-            raise launch.R1Error(f"no stage context in {launch_dir}", hint="workers are started by r1pipe run, not by hand")
+            raise R1Error(f"no stage context in {launch_dir}", hint="workers are started by r1pipe run, not by hand")
         write_json_atomic(launch_dir / f"rank-{rank}.json", {
             "rank": rank, "world_size": world, "local_rank": int(os.environ.get("LOCAL_RANK", 0)),
             "host": socket.gethostname(), "pid": os.getpid()})
         if world != spec["world_size"]:
-            raise launch.R1Error(f"{spec['launcher']} started a world of {world} processes, {spec['world_size']} were asked for",
+            raise R1Error(f"{spec['launcher']} started a world of {world} processes, {spec['world_size']} were asked for",
                                  hint="check the launcher settings")
         ctx = StageContext(
             name=spec["name"], config=spec["config"], dir=Path(spec["dir"]),

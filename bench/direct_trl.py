@@ -1,0 +1,52 @@
+"""The plain alternative r1pipe is measured against: TRL's trainer called directly, nothing else.
+
+    python bench/direct_trl.py sft  SPEC.json
+    python bench/direct_trl.py grpo SPEC.json
+
+SPEC (written by bench/bench.py from the very config and rows the r1pipe stage uses): the model directory, a
+JSONL of training rows, the trainer block (TRL field names), the seed, and for GRPO the reward weights. The
+script loads the model, builds the dataset, trains, saves the model, and prints the train loss and runtime
+as JSON. The reward functions are r1pipe's pure functions (the work being compared is the trainer's).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main(kind: str, spec_path: str) -> None:
+    t0 = time.perf_counter()
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = json.loads(Path(spec_path).read_text())
+    rows = [json.loads(line) for line in Path(spec["rows"]).read_text().splitlines()]
+    tok = AutoTokenizer.from_pretrained(spec["model"])
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype="float32")
+    common = dict(output_dir=spec["output_dir"], seed=spec["seed"], data_seed=spec["seed"], report_to="none",
+                  **spec["trainer"])
+    if kind == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=Dataset.from_list(rows),
+                             processing_class=tok)
+    else:
+        from trl import GRPOConfig, GRPOTrainer
+
+        from r1pipe.rewards import accuracy, format_reward, language_consistency
+
+        trainer = GRPOTrainer(model=model, reward_funcs=[accuracy, format_reward, language_consistency],
+                              args=GRPOConfig(reward_weights=spec["reward_weights"], **common),
+                              train_dataset=Dataset.from_list(rows), processing_class=tok)
+    result = trainer.train()
+    trainer.model.save_pretrained(Path(spec["output_dir"]) / "model")
+    tok.save_pretrained(Path(spec["output_dir"]) / "model")
+    print("DIRECT " + json.dumps({"train_loss": result.training_loss, "train_runtime_s": result.metrics["train_runtime"],
+                                  "global_step": trainer.state.global_step, "in_process_s": time.perf_counter() - t0}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
