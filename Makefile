@@ -52,5 +52,7 @@ faults: install
 clean:
 	rm -rf runs outputs .pytest_cache
 
+# Benchmarks, not tests (~16 min on 2 cores): r1pipe vs TRL called directly, generation, rewards, tokens/s,
+# per-stage memory, scaling. Writes bench/results.json and bench/results.md (README's table).
 bench: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) bench/bench.py

@@ -109,7 +109,7 @@ def bench_generation(repeats: int) -> dict:
 
 R1PIPE = [sys.executable, "-m", "r1pipe.cli"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-SFT_STEPS, GRPO_STEPS = 80, 12  # ~10-20 s of training each on 2 cores: long enough that fixed costs show
+SFT_STEPS, GRPO_STEPS = 80, 24  # ~15-20 s of training each on 2 cores: start-up is a few seconds of it
 
 
 def _run(cmd: list[str]) -> tuple[float, str]:
@@ -159,18 +159,24 @@ def bench_overhead(repeats: int) -> dict:
         spec_path = direct_dir.parent / f"{kind}.json"
         spec_path.write_text(json.dumps(spec))
         r_walls, d_walls, r_train, d_train, losses = [], [], [], [], set()
-        for _ in range(repeats):  # interleaved: a slow spell hits both
+        def via_r1pipe():
             wall, _ = _run([*R1PIPE, "run", "--stage", stage, "--force", *ov])
             m = _manifest(run_dir, stage)
             r_walls.append(wall)
             r_train.append(m["metrics"]["train_runtime_s"])
             losses.add(("r1pipe", round(m["metrics"]["train_loss"], 6)))
+
+        def direct():
             shutil.rmtree(direct_dir, ignore_errors=True)
             wall, stdout = _run([sys.executable, str(ROOT / "bench" / "direct_trl.py"), kind, str(spec_path)])
             d = json.loads(stdout.split("DIRECT ")[-1])
             d_walls.append(wall)
             d_train.append(d["train_runtime_s"])
             losses.add(("direct", round(d["train_loss"], 6)))
+
+        for i in range(repeats):  # interleaved, and each goes first every other time: no order effect either
+            for fn in ((via_r1pipe, direct) if i % 2 == 0 else (direct, via_r1pipe)):
+                fn()
         r, d = statistics.median(r_walls), statistics.median(d_walls)
         out[kind] = {
             "stage": stage, "steps": SFT_STEPS if kind == "sft" else GRPO_STEPS, "repeats": repeats,
@@ -184,6 +190,8 @@ def bench_overhead(repeats: int) -> dict:
             out["_sft_metrics"] = run_dir / stage / "metrics.jsonl"
         else:
             out["_grpo_metrics"] = run_dir / stage / "metrics.jsonl"
+            # one process: per_device_train_batch_size x gradient_accumulation_steps completions per step
+            out["_grpo_completions_per_step"] = trainer["per_device_train_batch_size"] * trainer.get("gradient_accumulation_steps", 1)
     out["_model_dir"] = run_dir / "cold_sft" / "model"
     return out
 
@@ -221,8 +229,8 @@ def efficiency(over: dict, peak_gflops: float) -> dict:
     logged = [r for r in grpo if "num_tokens" in r and "completions/mean_length" in r]
     tokens = max(r["num_tokens"] for r in logged)
     steps = over["grpo"]["steps"]
-    # completions per step: per_device_train_batch_size x gradient_accumulation_steps (tiny: 64 x 1)
-    comp_tokens = sum(r["completions/mean_length"] for r in logged) / len(logged) * 64 * steps
+    per_step = over["_grpo_completions_per_step"]
+    comp_tokens = sum(r["completions/mean_length"] for r in logged) / len(logged) * per_step * steps
     train_s = over["grpo"]["r1pipe_train_s"]
     gflops = (8 * n * tokens + 2 * n * comp_tokens) / train_s / 1e9
     out["grpo"] = {"tokens": int(tokens), "completion_tokens": int(comp_tokens), "tokens_per_s": round(tokens / train_s),
@@ -266,10 +274,16 @@ def bench_rewards(repeats: int) -> dict:
 
 
 def bench_pipeline_memory_and_noop(repeats: int) -> dict:
-    """The tiny preset end to end without evaluation (each stage's peak RSS from its manifest), then
-    `run-all` again on the complete run: wall time, and whether torch was imported."""
+    """The tiny preset end to end without evaluation, each stage in a process of its own (`r1pipe run
+    --stage`), so each peak RSS in its manifest is that stage's alone, not what earlier stages of one run-all
+    process left allocated; then `run-all` on the complete run: wall time, and whether torch was imported."""
+    from r1pipe.stages import ORDER
+
     run_dir = ROOT / "runs" / "bench-tiny"
-    wall, _ = _run([*R1PIPE, "run-all", "conf=tiny", f"run.dir={run_dir}", "eval.after_stage=false"])
+    t0 = time.perf_counter()
+    for stage in ORDER:
+        _run([*R1PIPE, "run", "--stage", stage, "conf=tiny", f"run.dir={run_dir}", "eval.after_stage=false"])
+    wall = time.perf_counter() - t0
     stages = {}
     for m in sorted(run_dir.glob("*/manifest.json")):
         data = json.loads(m.read_text())
@@ -351,7 +365,7 @@ def main() -> None:
     repeats = int(os.environ.get("BENCH_REPEATS", "3"))
     t0 = time.perf_counter()
     results: dict = {"date": dt.date.today().isoformat(), "machine": machine(), "repeats": repeats}
-    over = bench_overhead(repeats)
+    over = bench_overhead(max(4, repeats + repeats % 2))  # even: each contender goes first equally often
     results["overhead"] = {k: v for k, v in over.items() if not k.startswith("_")}
     results["matmul"] = matmul_flops()
     results["efficiency"] = efficiency(over, results["matmul"]["peak_gflops"])
@@ -388,7 +402,8 @@ def machine() -> str:
 def markdown(r: dict) -> str:
     o, e, g, w, p, c, sc = (r["overhead"], r["efficiency"], r["generation"], r["rewards"], r["pipeline"], r["cli"],
                             r["scaling"])
-    rows = [f"Measured {r['date']} on {r['machine']}; medians of {r['repeats']}, contenders interleaved.", "",
+    rows = [f"Measured {r['date']} on {r['machine']}; medians of {r['repeats']} ({o['sft']['repeats']} for the overhead "
+            "rows, each contender first in half of them), contenders interleaved.", "",
             "| benchmark | r1pipe | plain alternative | ratio |", "|---|---|---|---|"]
     for kind, label in (("sft", "SFT"), ("grpo", "GRPO")):
         x = o[kind]
@@ -413,7 +428,7 @@ def markdown(r: dict) -> str:
         rows.append(f"| {kind.upper()} on the tiny model ({e['params'] / 1e6:.2f}M params) | {x['tokens_per_s']:,} tokens/s, "
                     f"{x['model_gflops']} GFLOP/s = {100 * x['share_of_matmul_peak']:.1f}% of the matmul peak |")
     for stage, x in p["stages"].items():
-        rows.append(f"| peak RSS, `{stage}` (tiny, {x['duration_s']:.0f} s) | {x['peak_rss_mb']} MB |")
+        rows.append(f"| peak RSS, `{stage}` (tiny, its own process, {x['duration_s']:.0f} s) | {x['peak_rss_mb']} MB |")
     rows += ["", "| scaling (tiny model, one process) | | | |", "|---|---|---|---|"]
     for key, label, unit in (("sft_rows", "SFT, 1 epoch, rows", "s"), ("grpo_group", "GRPO s/step, group size (8 prompts)", "s"),
                              ("grpo_completion_length", "GRPO s/step, completion tokens (group 8)", "s")):

@@ -6,6 +6,7 @@ The stage's `trainer:` block goes to the TRL config class unchanged; r1pipe only
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -88,7 +89,15 @@ def train(trainer, metrics_path: Path) -> dict[str, Any]:
                 _truncate_metrics(path, resumed_step)
         log.info("resuming from %s (step %d)", ckpt, resumed_step)
     trainer.add_callback(_metrics_callback(metrics_path))
-    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    # Everything built so far (config, data, the CLI's modules) lives as long as training does: keep it out of
+    # the cyclic GC's scans, which a GRPO step's many short-lived objects trigger over and over. Unfrozen
+    # after, so a finished stage's trainer can be collected before the next stage of a run-all.
+    gc.collect()
+    gc.freeze()
+    try:
+        result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    finally:
+        gc.unfreeze()
     # The loss is only seen at logging steps, and a resume from a checkpoint saved at max_steps trains no
     # step at all: the weights themselves are the last word on whether training went wrong.
     bad = next((n for n, p in trainer.model.named_parameters() if not p.detach().isfinite().all()), None)
