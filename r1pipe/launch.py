@@ -169,8 +169,7 @@ def environment(launcher: dict[str, Any], launch_dir: Path) -> dict[str, str]:
 
 def run(ctx, launcher: dict[str, Any], lock_fd: int | None = None) -> dict[str, Any]:
     """Run `ctx`'s stage under `launcher`; returns rank 0's metrics and fills ctx.outputs/decontamination/launch."""
-    check_installed(launcher)
-    launch_dir = ctx.dir / LAUNCH_DIR
+    launch_dir = ctx.dir / LAUNCH_DIR  # (runner.validate checked the launcher and its packages)
     shutil.rmtree(launch_dir, ignore_errors=True)  # what an earlier attempt's ranks left must not be read
     launch_dir.mkdir(parents=True)
     world = world_size(launcher)

@@ -526,8 +526,9 @@ def run_all(
     cfg, overrides: list[str], start: str | None = None, stop: str | None = None, force: bool = False
 ) -> list[Step]:
     targets = select(cfg, start, stop)
-    launch.check(launch.spec(cfg))
-    if int(launch.spec(cfg).get("nnodes", 1)) > 1:
+    launcher = launch.spec(cfg)
+    launch.check(launcher)
+    if int(launcher.get("nnodes", 1)) > 1:
         raise R1Error("run-all runs on one node; across nodes, run one stage per job",
                       hint="r1pipe slurm --stage NAME writes a job per stage; chain them with sbatch --dependency")
     with RunLock(config_mod.run_dir(cfg)):  # held across stages so no other writer slips in between
