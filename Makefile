@@ -12,7 +12,7 @@ CONF   ?= tiny
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "r1pipe needs Python >= 3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[test,lora,gguf]"
 	touch $@
 
 install: $(VENV)/.installed
