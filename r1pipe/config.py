@@ -35,6 +35,7 @@ def load(overrides: list[str] | tuple[str, ...] = ()):
     from yaml import YAMLError
 
     overrides = list(overrides)
+    _register_resolvers()
     for o in overrides:
         if "=" not in o and not o.startswith("~"):  # ~KEY deletes a key (Hydra)
             raise R1Error(f"override {o!r} is not KEY=VALUE", hint="e.g. conf=tiny cold_sft.trainer.max_steps=10")
@@ -45,6 +46,16 @@ def load(overrides: list[str] | tuple[str, ...] = ()):
     except (HydraException, OmegaConfBaseException, YAMLError) as e:
         raise R1Error(_hydra_message(e), hint=_suggest_key(e, overrides) or _hydra_hint(e)) from e
     return cfg
+
+
+def _register_resolvers() -> None:
+    """`${fetched:smollm2}`: the directory `r1pipe fetch smollm2` puts a model in (resolving fetches nothing)."""
+    from omegaconf import OmegaConf
+
+    from r1pipe import fetch
+
+    if not OmegaConf.has_resolver("fetched"):
+        OmegaConf.register_new_resolver("fetched", lambda name: str(fetch.model_dir(name)))
 
 
 def _suggest_key(e: Exception, overrides: list[str]) -> str | None:

@@ -118,7 +118,7 @@ def hash_path(path: Path) -> dict[str, Any]:
     return {"sha256": h.hexdigest(), "size": size, "files": len(files), "index": index}
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -255,7 +255,7 @@ def outputs_intact(stage_dir: Path, manifest: dict[str, Any], full: bool = False
             stamp, name = [st.st_size, st.st_mtime_ns], f.relative_to(stage_dir).as_posix()
             if stamp == [size, mtime] or verified.get(name) == stamp:
                 continue  # the fast path: untouched since it was hashed
-            if _sha256_file(f) != sha:
+            if sha256_file(f) != sha:
                 return f"file {f} was modified after the stage finished (its sha256 differs from the manifest)"
             newly[name] = stamp
     if newly:  # same bytes, new mtime (a copy, a touch): remember, so the next check is fast again

@@ -84,15 +84,20 @@ def build_model(tokenizer, arch: dict[str, Any], seed: int):
     return model
 
 
-def prepare_for_r1(tokenizer, model) -> list[str]:
+def prepare_for_r1(tokenizer, model, tags: str = "tokens") -> list[str]:
     """Make a hub model's tokenizer fit the recipe; returns what was changed (recorded in the manifest).
 
     - a chat template without {% generation %} markers is replaced by r1pipe's ChatML one (assistant-only
       loss needs the markers), with <|im_start|>/<|im_end|> added if missing and eos set to end of turn;
     - pad must differ from eos (else SFT masks the eos out as padding and the model never stops);
-    - the R1 tags become ordinary tokens (GRPO decodes without special tokens; the format reward needs them).
-    New tokens grow the embedding matrix (transformers initialises the new rows at the mean embedding).
+    - `tags`: "tokens" makes each R1 tag one ordinary (not special) token: GRPO decodes without special
+      tokens and the format reward needs them. New tokens take spare embedding rows when the matrix has them
+      (Qwen's does) and otherwise grow it, new rows drawn around the mean embedding. "text" adds nothing: the
+      tags stay the several ordinary tokens the model already reads and writes (`<`, `think`, `>`), so a
+      pretrained model starts with what it knows instead of untrained rows.
     """
+    if tags not in ("tokens", "text"):
+        raise R1Error(f"base.tags must be tokens or text, got {tags!r}")
     changes = []
     if "{% generation %}" not in (tokenizer.chat_template or ""):
         missing = [t for t in (BOS_TURN, EOS_TURN) if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
@@ -104,13 +109,19 @@ def prepare_for_r1(tokenizer, model) -> list[str]:
     if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         tokenizer.add_special_tokens({"pad_token": PAD if tokenizer.convert_tokens_to_ids(PAD) != tokenizer.eos_token_id else "<|r1pipe_pad|>"})
         changes.append(f"pad token: {tokenizer.pad_token}")
-    new_tags = [t for t in R1_TAGS if len(tokenizer.encode(t, add_special_tokens=False)) != 1]
-    if new_tags:
+    split = {t: tokenizer.convert_ids_to_tokens(tokenizer.encode(t, add_special_tokens=False)) for t in R1_TAGS}
+    new_tags = [t for t, pieces in split.items() if len(pieces) != 1]
+    if new_tags and tags == "tokens":
         tokenizer.add_tokens(new_tags, special_tokens=False)
         changes.append(f"added tokens: {' '.join(new_tags)}")
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
-        changes.append(f"embeddings resized to {len(tokenizer)}")
+    elif new_tags:
+        changes.append("tags as text: " + ", ".join(f"{t} = {' '.join(split[t])}" for t in new_tags))
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        model.resize_token_embeddings(len(tokenizer))  # new rows around the mean embedding (mean_resizing)
+        changes.append(f"embeddings resized to {len(tokenizer)} (new rows mean-initialized)")
+    elif new_tags and tags == "tokens":
+        changes.append(f"new tokens use spare embedding rows (the matrix has {rows}, the tokenizer {len(tokenizer)})")
     eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
     model.config.eos_token_id = model.generation_config.eos_token_id = eos
     model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -70,8 +70,8 @@ def test_full_check_hashes_only_files_whose_stamp_moved(tmp_path, monkeypatch):
     stage = _complete(tmp_path)
     w = stage / "model" / "w.safetensors"
     hashed = []
-    real = mf._sha256_file
-    monkeypatch.setattr(mf, "_sha256_file", lambda f: hashed.append(f.name) or real(f))
+    real = mf.sha256_file
+    monkeypatch.setattr(mf, "sha256_file", lambda f: hashed.append(f.name) or real(f))
     assert mf.outputs_intact(stage, mf.read_manifest(stage), full=True) is None
     assert hashed == []  # size and mtime as recorded: the fast path reads no bytes
     os.utime(w, ns=(w.stat().st_atime_ns, w.stat().st_mtime_ns + 10**9))  # a touch, or a copy without -p

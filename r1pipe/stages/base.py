@@ -28,7 +28,7 @@ def run(ctx) -> dict[str, Any]:
         remote, rev = cfg["trust_remote_code"], cfg.get("revision")
         tok = models.load_tokenizer(cfg["model"], trust_remote_code=remote, revision=rev, check=False)
         model = models.load_causal_lm(cfg["model"], dtype=cfg["dtype"], trust_remote_code=remote, revision=rev)
-        changes = models.prepare_for_r1(tok, model)
+        changes = models.prepare_for_r1(tok, model, tags=cfg.get("tags", "tokens"))
         summary = f"Base model `{cfg['model']}` (revision {cfg.get('revision') or 'default'}), copied by r1pipe."
         built = False
     else:
