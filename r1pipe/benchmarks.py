@@ -8,14 +8,14 @@ schema supplies the hub id, split, column mapping and answer extraction, so a co
     {schema: aime2024, limit: 10, prompt_template: "{prompt}\\nPut the final answer in <answer></answer>."}
     {builtin: arithmetic, size: 500, seed: 7}           # no schema: an ordinary data source
 
-and anything the user writes wins over the schema's defaults. `verifier` and `prompt_template` belong to the
-evaluation, not to loading, so they are taken off before the source reaches `load_rows`.
+and anything the user writes wins over the schema's defaults. `verifier` belongs to the evaluation, not to
+loading, so it is taken off before the source reaches `load_rows`; `prompt_template` and `system_prompt` are
+how the question is asked, applied by `load_rows` as for training data.
 """
 
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +25,7 @@ from r1pipe.errors import R1Error
 # Keys of a schema that describe the benchmark rather than how to load it.
 _SCHEMA_ONLY = ("doc", "verifier")
 # Keys of a spec that the evaluation uses and load_rows does not know.
-_SPEC_ONLY = ("schema", "verifier", "prompt_template")
+_SPEC_ONLY = ("schema", "verifier")
 # Schema defaults that only mean something for a hub source: a local copy (path) or builtin replaces them.
 _HUB_ONLY = ("hub", "name", "split", "revision")
 
@@ -111,32 +111,17 @@ def verifier(spec: dict[str, Any]) -> str:
     return str(schema["verifier"]) if schema is not None else "integer"
 
 
-def check_template(template: str) -> str:
-    """A prompt template must be a str.format string whose only placeholder is {prompt}."""
-    try:
-        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as e:  # unbalanced braces
-        raise R1Error(f"prompt_template {template!r} is not a valid format string ({e})",
-                      hint="write literal braces as {{ and }}") from e
-    if names != {"prompt"}:
-        raise R1Error(f"prompt_template {template!r} must contain {{prompt}} and no other placeholder",
-                      hint="e.g. '{prompt}\\nPut the final answer in <answer></answer>.' (literal braces: {{ }})")
-    return template
-
-
 def load(name: str, spec: dict[str, Any]) -> list[dict[str, str]]:
     """Evaluation rows {id, prompt, answer} for the benchmark `name` (the name only makes fallback ids).
 
     load_rows keeps only the fields it is asked for, so when the source maps an `id` column it is asked for
     that too; a row without it is then data.py's usual missing-field error. Rows without a dataset id get
     f"{name}-{index}" (0-based position after `limit`), stable as long as the source is."""
-    template = check_template(spec["prompt_template"]) if spec.get("prompt_template") is not None else None
     source = resolve(spec)
     need = ("prompt", "answer", "id") if (source.get("fields") or {}).get("id") else ("prompt", "answer")
     clean = _CLEAN.get(spec.get("schema", ""), lambda a: a)
     rows = []
-    for i, row in enumerate(data.load_rows(source, need=need)):
-        prompt = template.format(prompt=row["prompt"]) if template is not None else row["prompt"]
-        rows.append({"id": str(row.get("id") or f"{name}-{i}"), "prompt": prompt, "answer": clean(row["answer"]),
-                     "question": row["prompt"]})  # before the template: what decontamination compares
+    for i, row in enumerate(data.load_rows(source, need=need)):  # prompt_template / system_prompt applied there
+        rows.append({**row, "id": str(row.get("id") or f"{name}-{i}"), "answer": clean(row["answer"]),
+                     "question": row.get("question", row["prompt"])})  # what decontamination compares
     return rows

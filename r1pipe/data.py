@@ -46,7 +46,52 @@ def load_rows(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, s
     rows = rows[: int(limit)] if limit is not None else rows
     if not rows:
         raise R1Error(f"data source {where} has no rows", hint="check the file, split or size")
-    return rows
+    return with_prompt(rows, source, where)
+
+
+def with_prompt(rows: list[dict[str, str]], source: dict[str, Any], where: str) -> list[dict[str, str]]:
+    """How the model is asked, a task setting: `prompt_template` (a str.format string with {prompt}, e.g.
+    R1-Zero's instructions around the question) and `system_prompt` (a system turn before it). The question
+    itself stays in `question`, which decontamination compares; `chat(row)` builds the turns."""
+    template, system = source.get("prompt_template"), source.get("system_prompt")
+    if template is None and system is None:
+        return rows
+    if template is not None:
+        check_template(template, where)
+    if system is not None and not isinstance(system, str):
+        raise R1Error(f"{where}: system_prompt must be a string, got {system!r}")
+    out = []
+    for row in rows:
+        row = {**row, "question": row.get("question", row["prompt"])}
+        if template is not None:
+            row["prompt"] = template.format(prompt=row["question"])
+        if system:
+            row["system"] = system
+        out.append(row)
+    return out
+
+
+def check_template(template: Any, where: str = "prompt_template") -> str:
+    """A prompt template must be a str.format string whose only placeholder is {prompt}."""
+    import string
+
+    if not isinstance(template, str):
+        raise R1Error(f"{where}: prompt_template must be a string, got {template!r}")
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as e:  # unbalanced braces
+        raise R1Error(f"{where}: prompt_template {template!r} is not a valid format string ({e})",
+                      hint="write literal braces as {{ and }}") from e
+    if names != {"prompt"}:
+        raise R1Error(f"{where}: prompt_template {template!r} must contain {{prompt}} and no other placeholder",
+                      hint="e.g. '{prompt}\\nPut the final answer in <answer></answer>.' (literal braces: {{ }})")
+    return template
+
+
+def chat(row: dict[str, str]) -> list[dict[str, str]]:
+    """The turns that ask a row's question: its system prompt, if the task has one, then the user turn."""
+    turns = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+    return turns + [{"role": "user", "content": row["prompt"]}]
 
 
 def _builtin(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, str]]:
@@ -64,8 +109,9 @@ def _builtin(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, st
     try:
         if source.get("exclude"):
             ex = source["exclude"]
-            exclude = arithmetic.problems(ex["size"], ex["seed"])
-        pairs = arithmetic.problems(int(source["size"]), int(source["seed"]), exclude=exclude)
+            exclude = arithmetic.problems(ex["size"], ex["seed"], digits=ex.get("digits") or arithmetic.DIGITS)
+        pairs = arithmetic.problems(int(source["size"]), int(source["seed"]), exclude=exclude,
+                                    digits=source.get("digits") or arithmetic.DIGITS)
     except ValueError as e:
         raise R1Error(str(e), hint="ask for fewer problems") from e
     return list(arithmetic.records(pairs, with_solution="solution" in need))
@@ -217,10 +263,7 @@ def sft_messages(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     """TRL's conversational SFT format: one `messages` list per row (plus the gold answer for checking)."""
     return [
         {
-            "messages": [
-                {"role": "user", "content": r["prompt"]},
-                {"role": "assistant", "content": r["solution"]},
-            ],
+            "messages": chat(r) + [{"role": "assistant", "content": r["solution"]}],
             "answer": r.get("answer", ""),
         }
         for r in rows

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from r1pipe import benchmarks, rewards
+from r1pipe import benchmarks, data, rewards
 from r1pipe.errors import R1Error
 from r1pipe.manifest import write_json_atomic, write_jsonl_atomic
 
@@ -76,7 +76,7 @@ def summarize(samples: list[dict[str, Any]], verifier: str) -> dict[str, Any]:
 def paired_difference(before: list[dict[str, Any]], after: list[dict[str, Any]], verifier: str) -> dict[str, Any]:
     """after - before on the same problems, with the paired standard error (far tighter than comparing two
     independent standard errors, since both models see the same 500 problems)."""
-    if [s["prompt"] for s in before] != [s["prompt"] for s in after]:
+    if [(s["prompt"], s.get("system")) for s in before] != [(s["prompt"], s.get("system")) for s in after]:
         return {}
     out: dict[str, Any] = {}
     if before[0].get("greedy") is not None and after[0].get("greedy") is not None:
@@ -126,6 +126,7 @@ def _check_spec(name: str, spec: dict[str, Any]) -> None:
     """Types checked before anything loads, so a typo is one line, not a traceback after generation."""
     where = f"eval.benchmarks.{name}"
     for key, kind, example in (("schema", str, "gsm8k"), ("prompt_template", str, "'{prompt} Answer in <answer></answer>.'"),
+                               ("system_prompt", str, "'Think in <think></think>, answer in <answer></answer>.'"),
                                ("fields", dict, "{prompt: question}"), ("verifier", str, "math")):
         if spec.get(key) is not None and not isinstance(spec[key], kind):
             raise R1Error(f"{where}.{key} must be a {kind.__name__}, got {spec[key]!r}", hint=f"e.g. {key}: {example}")
@@ -163,13 +164,15 @@ GENERATION_KEYS = ("backend", "dtype", "greedy", "k", "temperature", "top_p", "m
 
 def rows_sha256(rows: list[dict[str, str]]) -> str:
     """A benchmark's identity: its rows' content, whatever file or hub id they came from."""
-    return hashlib.sha256(json.dumps([[r.get("id"), r["prompt"], r["answer"]] for r in rows]).encode()).hexdigest()
+    # a system prompt is part of how the question is asked (absent: the rows hash as they always have)
+    return hashlib.sha256(json.dumps([[r.get("id"), r["prompt"], r["answer"], *([r["system"]] if r.get("system") else [])]
+                                      for r in rows]).encode()).hexdigest()
 
 
 def questions_sha256(rows: list[dict[str, str]]) -> str:
     """A benchmark's identity for decontamination: its questions as the dataset has them (no prompt template,
     which is how the model is asked, not what it must not have seen)."""
-    return rows_sha256([{**r, "prompt": r.get("question", r["prompt"])} for r in rows])
+    return rows_sha256([{**r, "prompt": r.get("question", r["prompt"]), "system": None} for r in rows])
 
 
 def cache_key(model_sha256: str, rows: list[dict[str, str]], settings: dict[str, Any], verifier: str) -> str:
@@ -207,7 +210,7 @@ def evaluate_model(
                                           dtype=settings.get("dtype", "float32"), trust_remote_code=trust_remote_code))
         return engine_box[0](turns, sampling)
 
-    prompts = [r["prompt"] for r in rows]
+    prompts = [data.chat(r) for r in rows]
     t0 = time.time()
     budget = settings.get("budget") or {}
     common = dict(max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"], seed=settings["seed"],
@@ -224,6 +227,7 @@ def evaluate_model(
         {
             "id": r.get("id"),
             "prompt": r["prompt"],
+            **({"system": r["system"]} if r.get("system") else {}),
             "answer": r["answer"],
             "greedy": greedy[i][0] if greedy else None,
             "samples": sampled[i] if sampled else [],

@@ -31,9 +31,12 @@ class Sampling:
 THINK_END, WAIT = "</think>", "Wait"
 
 
-def chat_prompts(tokenizer, user_turns: list[str]) -> list[str]:
+def chat_prompts(tokenizer, user_turns: list) -> list[str]:
+    """The prompt text for each question: a user turn (str), or the turns that ask it (`data.chat(row)`: a
+    system prompt, then the user turn)."""
     return [
-        tokenizer.apply_chat_template([{"role": "user", "content": u}], add_generation_prompt=True, tokenize=False)
+        tokenizer.apply_chat_template([{"role": "user", "content": u}] if isinstance(u, str) else u,
+                                      add_generation_prompt=True, tokenize=False)
         for u in user_turns
     ]
 

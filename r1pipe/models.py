@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from r1pipe import fetch
 from r1pipe.errors import R1Error
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,21 @@ CHAT_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+# What a saved model directory carries: the same text without the markers, which are a transformers extension
+# to Jinja2 (plain Jinja2, as llama.cpp and other serving stacks render templates, rejects the unknown tag).
+# r1pipe's own loader puts the markers back for training (`load_tokenizer`).
+SERVING_TEMPLATE = CHAT_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+
+
+def save_tokenizer(tokenizer, path) -> None:
+    """save_pretrained with the serving template in place of the training one; the tokenizer is unchanged."""
+    training = tokenizer.chat_template
+    if training == CHAT_TEMPLATE:
+        tokenizer.chat_template = SERVING_TEMPLATE
+    try:
+        tokenizer.save_pretrained(str(path))
+    finally:
+        tokenizer.chat_template = training
 
 
 def build_tokenizer(corpus: list[str], vocab_size: int):
@@ -96,8 +112,6 @@ def prepare_for_r1(tokenizer, model, tags: str = "tokens") -> list[str]:
       tags stay the several ordinary tokens the model already reads and writes (`<`, `think`, `>`), so a
       pretrained model starts with what it knows instead of untrained rows.
     """
-    if tags not in ("tokens", "text"):
-        raise R1Error(f"base.tags must be tokens or text, got {tags!r}")
     changes = []
     if "{% generation %}" not in (tokenizer.chat_template or ""):
         missing = [t for t in (BOS_TURN, EOS_TURN) if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
@@ -157,6 +171,8 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False, revision: 
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as e:
         raise R1Error(f"cannot load a tokenizer from {path}: {first_line(e)}", hint="check the path or hub id") from e
+    if tok.chat_template == SERVING_TEMPLATE:
+        tok.chat_template = CHAT_TEMPLATE  # the same text, with the assistant-turn markers SFT's loss mask needs
     if check and (tok.pad_token is None or tok.pad_token_id == tok.eos_token_id):
         # pad == eos teaches SFT models never to stop (their eos is masked out as padding).
         raise R1Error(
@@ -194,7 +210,8 @@ def missing_local_dir(path: str | Path) -> None:
     text = str(path)
     if text.startswith(("/", "./", "../", "~")) and not Path(text).expanduser().is_dir():
         what = "is a file, not a model directory" if Path(text).expanduser().exists() else "does not exist"
-        raise R1Error(f"model path {text} {what}", hint="point it at a save_pretrained directory, or use a hub id")
+        raise R1Error(f"model path {text} {what}",
+                      hint=fetch.fetch_hint(text) or "point it at a save_pretrained directory, or use a hub id")
 
 
 PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")

@@ -57,7 +57,7 @@ class StageContext:
         (config `decontaminate`); what was removed is counted under `label` in the manifest."""
         from r1pipe import data
 
-        return self.decontaminate(data.load_rows(source, need=need), label, ("prompt", "solution"))
+        return self.decontaminate(data.load_rows(source, need=need), label, ("question", "prompt", "solution"))
 
     def decontaminate(self, rows: list[dict[str, Any]], label: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
         from r1pipe import decontam

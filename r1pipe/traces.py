@@ -37,7 +37,7 @@ def validate_sampling(stage: str, s: dict[str, Any], filters_cfg: dict[str, Any]
 
 def sample_and_filter(ctx, source: str, rows: list[dict[str, str]], cfg: dict[str, Any]):
     """Sample `source`'s model on `rows` and judge every sample. Returns (kept, rejected, samples_per_s)."""
-    from r1pipe import filters, rewards
+    from r1pipe import data, filters, rewards
     from r1pipe.generation import Sampling, generate_sharded, make_engine
 
     s = cfg["sampling"]
@@ -46,11 +46,11 @@ def sample_and_filter(ctx, source: str, rows: list[dict[str, str]], cfg: dict[st
         batch_size=s["batch_size"], seed=ctx.seed,
     )
     engine = make_engine(
-        ctx.parent_output(source, "model"), backend=s["backend"], dtype=cfg.get("dtype", "float32"),
+        ctx.parent_output(source, "model"), backend=s["backend"], dtype=s.get("dtype") or cfg.get("dtype", "float32"),
         trust_remote_code=ctx.trust_remote_code,
     )
     completions, rate = generate_sharded(
-        engine, [r["prompt"] for r in rows], sampling, ctx.dir / "shards", s["shard_size"], log=log
+        engine, [data.chat(r) for r in rows], sampling, ctx.dir / "shards", s["shard_size"], log=log
     )
     source_fp = ctx.parent_manifests[source]["fingerprint"]
     language = cfg["filters"].get("language", "en")
@@ -59,7 +59,7 @@ def sample_and_filter(ctx, source: str, rows: list[dict[str, str]], cfg: dict[st
         reasons = filters.select(comps, row["answer"], cfg["verifier"], cfg["filters"])
         for j, (text, reason) in enumerate(zip(comps, reasons)):
             rec = {
-                "messages": [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": text}],
+                "messages": data.chat(row) + [{"role": "assistant", "content": text}],
                 "source": "reasoning",
                 "prompt_id": pid,
                 "sample_index": j,
@@ -150,7 +150,7 @@ def non_reasoning(cfg: dict[str, Any], n_reasoning: int, seed: int, load=None) -
         rows = (rows * (n // len(rows) + 1))[:n]  # a small real dataset is repeated up to the ratio
     return [
         {
-            "messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["solution"]}],
+            "messages": data.chat(r) + [{"role": "assistant", "content": r["solution"]}],
             "source": "non_reasoning", "prompt_id": -1, "sample_index": i, "source_stage": "data",
             "source_fingerprint": "", "answer": "", "reward_accuracy": None, "reward_format": None,
             "reward_language": None, "filter_reason": "kept",

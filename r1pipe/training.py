@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from r1pipe import preflight
+from r1pipe import models, preflight
 from r1pipe.config import check_trainer_block
 from r1pipe.errors import R1Error
 from r1pipe.manifest import read_json_dict, write_jsonl_atomic
@@ -172,7 +172,7 @@ def save_trained(trainer, tokenizer, path: Path, card: str) -> None:
     trainer.save_model(str(path))
     if acc.is_main_process:
         (path / "training_args.bin").unlink(missing_ok=True)  # a pickle; r1pipe's model directories carry none
-        tokenizer.save_pretrained(str(path))
+        models.save_tokenizer(tokenizer, path)
         (path / "README.md").write_text(card)
     acc.wait_for_everyone()
 
@@ -180,7 +180,7 @@ def save_trained(trainer, tokenizer, path: Path, card: str) -> None:
 def save_model(model, tokenizer, path: Path, card: str) -> None:
     """An HF directory: safetensors weights, config, generation config, tokenizer + chat template, model card."""
     model.save_pretrained(str(path), safe_serialization=True)
-    tokenizer.save_pretrained(str(path))
+    models.save_tokenizer(tokenizer, path)
     (path / "README.md").write_text(card)
 
 
@@ -198,7 +198,6 @@ def model_card(stage: str, parents: dict[str, dict[str, Any]], config: dict[str,
 def sft(ctx, stage: str, init: str, dataset, summary: str) -> dict[str, Any]:
     """SFT of `init`'s model on a conversational `messages` dataset with trl.SFTTrainer: what cold_sft and
     second_sft share. Resumes from the last checkpoint; saves the model to the `model` output."""
-    from r1pipe import models
 
     init_dir = ctx.parent_output(init, "model")
     remote = ctx.trust_remote_code

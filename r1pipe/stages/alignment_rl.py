@@ -142,12 +142,11 @@ def run(ctx) -> dict[str, Any]:
 
     reasoning = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
     general = ctx.load_rows(cfg["general_data"], ("prompt",), "general_data") if cfg.get("general_data") else []
-    rows = [{"prompt": r["prompt"], "answer": r["answer"], "kind": "reasoning"} for r in reasoning]
-    rows += [{"prompt": r["prompt"], "answer": "", "kind": "general"} for r in general]
+    rows = [{"turns": data.chat(r), "answer": r["answer"], "kind": "reasoning"} for r in reasoning]
+    rows += [{"turns": data.chat(r), "answer": "", "kind": "general"} for r in general]
     random.Random(ctx.seed).shuffle(rows)
     dataset = Dataset.from_list([
-        {"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"], "verifier": cfg["verifier"],
-         "kind": r["kind"]}
+        {"prompt": r["turns"], "answer": r["answer"], "verifier": cfg["verifier"], "kind": r["kind"]}
         for r in rows
     ])  # fmt: skip
 

@@ -12,10 +12,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from r1pipe.errors import R1Error
+
 NAME = "base"
 VERSION = 2  # bump when a change alters what this stage computes (it is part of the fingerprint)
 PARENTS: tuple[str, ...] = ()
 OUTPUTS = ("model",)
+
+
+def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
+    """A local model directory that is not there fails before any stage runs (with the fetch command when it
+    is one r1pipe can fetch)."""
+    from r1pipe import models
+
+    if cfg.get("model"):
+        models.missing_local_dir(cfg["model"])
+    if cfg.get("tags", "tokens") not in ("tokens", "text"):
+        raise R1Error(f"base.tags must be tokens or text, got {cfg['tags']!r}")
 
 
 def run(ctx) -> dict[str, Any]:

@@ -144,7 +144,7 @@ def _logit_distill(ctx, student, tokenizer, teacher_dir: Path, rows) -> dict[str
     from datasets import Dataset
     from trl import DistillationConfig, DistillationTrainer
 
-    from r1pipe import models, training
+    from r1pipe import data, models, training
     from r1pipe.errors import R1Error
 
     teacher = models.load_causal_lm(teacher_dir, dtype=ctx.config.get("dtype", "float32"),
@@ -153,7 +153,7 @@ def _logit_distill(ctx, student, tokenizer, teacher_dir: Path, rows) -> dict[str
         raise R1Error(f"{NAME}: method logits needs one vocabulary, but the teacher has {teacher.config.vocab_size} "
                       f"tokens and the student {student.config.vocab_size}", hint="use method: sft")
     args = training.trl_config(DistillationConfig, NAME, _method(ctx.config)[1], ctx.trainer_dir, ctx.seed)
-    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}]} for r in rows])
+    dataset = Dataset.from_list([{"prompt": data.chat(r)} for r in rows])
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset,
                                   processing_class=tokenizer)
     metrics = training.train(trainer, ctx.metrics_path)

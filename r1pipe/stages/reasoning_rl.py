@@ -100,7 +100,7 @@ def run(ctx) -> dict[str, Any]:
         rows, filter_stats = _difficulty_filter(ctx, model, tokenizer, rows, cfg)
 
     dataset = Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"], "verifier": cfg["verifier"]}
+        [{"prompt": data.chat(r), "answer": r["answer"], "verifier": cfg["verifier"]}
          for r in rows]
     )
     trainer = GRPOTrainer(
@@ -119,6 +119,7 @@ def run(ctx) -> dict[str, Any]:
 
 def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
     """Keep prompts the starting model solves sometimes but not always (cached on disk for resume)."""
+    from r1pipe import data
     from r1pipe.generation import Sampling, generate
     from r1pipe.manifest import write_jsonl_atomic
     from r1pipe.rewards import is_correct
@@ -135,7 +136,7 @@ def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
             n=f["k"], temperature=f["temperature"], top_p=1.0, max_new_tokens=f["max_new_tokens"],
             batch_size=f["batch_size"], seed=ctx.seed,
         )
-        outs = generate(model, tokenizer, [r["prompt"] for r in rows], sampling, desc="difficulty filter")
+        outs = generate(model, tokenizer, [data.chat(r) for r in rows], sampling, desc="difficulty filter")
         rates = [sum(is_correct(c, r["answer"], cfg["verifier"]) for c in o) / len(o) for r, o in zip(rows, outs)]
         # whole or absent: a resume never reads a torn cache
         write_jsonl_atomic(cache, [{"prompt": r["prompt"], "pass_rate": rate} for r, rate in zip(rows, rates)])

@@ -16,11 +16,11 @@ import random
 from collections.abc import Iterable, Iterator
 
 NAME = "arithmetic"
-DIGITS = (2, 3)  # operands have 2 or 3 digits
+DIGITS = (2, 3)  # operands have 2 or 3 digits unless a source says otherwise (`digits: [3, 4]`)
 
 
-def operand(rng: random.Random) -> int:
-    n = rng.choice(DIGITS)
+def operand(rng: random.Random, digits: tuple[int, ...] = DIGITS) -> int:
+    n = rng.choice(digits)
     return rng.randint(10 ** (n - 1), 10**n - 1)
 
 
@@ -51,20 +51,25 @@ def solution(a: int, b: int) -> str:
     return f"<think>{working(a, b)}</think><answer>{a + b}</answer>"
 
 
-def problems(n: int, seed: int, exclude: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
-    """`n` distinct problems from a seeded generator, none of them in `exclude`.
+def problems(n: int, seed: int, exclude: Iterable[tuple[int, int]] = (),
+             digits: Iterable[int] = DIGITS) -> list[tuple[int, int]]:
+    """`n` distinct problems from a seeded generator, none of them in `exclude`, each operand with a number of
+    digits drawn from `digits`.
 
     Distinct so that "thousands of cold-start examples" means thousands of different problems, and `exclude`
     keeps training data disjoint from the held-out set.
     """
+    digits = tuple(int(d) for d in digits)
+    if not digits or any(d < 1 or d > 18 for d in digits):
+        raise ValueError(f"arithmetic: digits must be whole numbers from 1 to 18, got {list(digits)}")
     rng = random.Random(seed)
     seen = set(exclude)
     out: list[tuple[int, int]] = []
-    space = sum(9 * 10 ** (d - 1) for d in DIGITS) ** 2
+    space = sum(9 * 10 ** (d - 1) for d in set(digits)) ** 2
     if n > space - len(seen):
         raise ValueError(f"arithmetic: asked for {n} distinct problems, only {space - len(seen)} exist")
     while len(out) < n:
-        pair = (operand(rng), operand(rng))
+        pair = (operand(rng, digits), operand(rng, digits))
         if pair not in seen:
             seen.add(pair)
             out.append(pair)
