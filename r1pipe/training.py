@@ -109,7 +109,19 @@ def train(trainer, metrics_path: Path) -> dict[str, Any]:
         "resumed_from_step": resumed_step,
         "train_loss": result.training_loss,
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+        **parameter_counts(trainer.model),
     }
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """The parameters that train and all of them: equal under full fine-tuning; under LoRA the adapter's few
+    against the frozen model plus the adapter. ZeRO-3 leaves a rank an empty shard and the size in ds_numel."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel() or getattr(p, "ds_numel", 0)
+        total += n
+        trainable += n if p.requires_grad else 0
+    return {"trainable_parameters": trainable, "total_parameters": total}
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
