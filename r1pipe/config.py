@@ -130,34 +130,52 @@ def run_dir(cfg) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The trainer: block is passed to TRL's config class unchanged; check it against that class first, so a typo
-# or a wrong type fails here, in one line, and not after a model has loaded.
+# The trainer: block is passed to TRL's config class unchanged, and the peft: block to peft.LoraConfig; check
+# each against that class first, so a typo or a wrong type fails here, in one line, and not after a model has
+# loaded.
 
 
 def check_trainer_block(stage: str, block: dict[str, Any], config_cls: type) -> None:
+    check_fields(f"{stage}.trainer", block, config_cls, f"trl.{config_cls.__name__}", MANAGED_TRAINER_KEYS)
+
+
+def check_peft_block(stage: str, block: Any, config_cls: type) -> None:
+    if not isinstance(block, dict):
+        raise R1Error(f"{stage}.peft={block!r} is not a mapping of peft.{config_cls.__name__} fields",
+                      hint=f"e.g. '{stage}.peft={{r: 16, lora_alpha: 32, target_modules: all-linear}}', or null "
+                           "for full fine-tuning")
+    check_fields(f"{stage}.peft", block, config_cls, f"peft.{config_cls.__name__}", MANAGED_PEFT_KEYS)
+
+
+def check_fields(where: str, block: dict[str, Any], config_cls: type, label: str, managed: dict[str, str]) -> None:
+    """Each key of `block` a field of the dataclass `config_cls` (`label` in messages), of its type, and not
+    one of the `managed` keys r1pipe sets itself."""
     import dataclasses
 
     fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
     hints = typing.get_type_hints(config_cls)
     for key, value in block.items():
-        where = f"{stage}.trainer.{key}"
+        at = f"{where}.{key}"
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"did you mean {close[0]}?" if close else f"see the fields of trl.{config_cls.__name__}"
-            raise R1Error(f"{where} is not a field of trl.{config_cls.__name__}", hint=hint)
-        if key in MANAGED_TRAINER_KEYS:
-            raise R1Error(f"{where} is set by r1pipe", hint=MANAGED_TRAINER_KEYS[key])
+            hint = f"did you mean {close[0]}?" if close else f"see the fields of {label}"
+            raise R1Error(f"{at} is not a field of {label}", hint=hint)
+        if key in managed:
+            raise R1Error(f"{at} is set by r1pipe", hint=managed[key])
         if not _type_ok(value, hints.get(key, Any)):
-            raise R1Error(
-                f"{where}={value!r} has the wrong type",
-                hint=f"trl.{config_cls.__name__}.{key} takes {_type_name(hints.get(key, Any))}",
-            )
+            raise R1Error(f"{at}={value!r} has the wrong type",
+                          hint=f"{label}.{key} takes {_type_name(hints.get(key, Any))}")
 
 
 # Keys the runner owns: where checkpoints go decides resume, so users cannot move them.
 MANAGED_TRAINER_KEYS = {
     "output_dir": "checkpoints live in <run.dir>/<stage>/trainer; set run.dir to move them",
     "resume_from_checkpoint": "r1pipe resumes partial stages on its own",
+}
+# LoRA trains an adapter on the stage's starting model (its init:), which peft records itself
+MANAGED_PEFT_KEYS = {
+    "base_model_name_or_path": "the adapter is trained on the stage's starting model (its init:, distill's student)",
+    "inference_mode": "the stage trains the adapter, so r1pipe leaves inference_mode false",
 }
 
 
@@ -185,4 +203,6 @@ def _type_ok(value: Any, hint: Any) -> bool:
 
 
 def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

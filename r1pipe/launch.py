@@ -90,6 +90,17 @@ def requirements(launcher: dict[str, Any]) -> list[str]:
     return ["deepspeed"] if acc.get("distributed_type") == "DEEPSPEED" else []
 
 
+def shards_weights(launcher: dict[str, Any]) -> str | None:
+    """The launcher's way of splitting the weights themselves across ranks (DeepSpeed ZeRO-3, FSDP), or None
+    when every rank holds the whole model (DDP, ZeRO-1/2)."""
+    acc = (launcher.get("config") or {}) if launcher.get("name") == "accelerate" else {}
+    if acc.get("distributed_type") == "FSDP":
+        return "FSDP"
+    if acc.get("distributed_type") == "DEEPSPEED" and int((acc.get("deepspeed_config") or {}).get("zero_stage", 0)) == 3:
+        return "DeepSpeed ZeRO-3"
+    return None
+
+
 def check_installed(launcher: dict[str, Any]) -> None:
     from r1pipe import preflight
 

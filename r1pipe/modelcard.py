@@ -63,7 +63,10 @@ def describe_source(source: Any) -> str:
 
 def _settings(config: dict[str, Any]) -> str:
     trainer = config.get("trainer") or {}
-    return ", ".join(f"{k}={trainer[k]}" for k in TRAINER_KEYS if trainer.get(k) not in (None, -1))
+    parts = [f"{k}={trainer[k]}" for k in TRAINER_KEYS if trainer.get(k) not in (None, -1)]
+    if isinstance(config.get("peft"), dict):  # LoRA, its adapter merged into the saved weights
+        parts.append("LoRA (" + ", ".join(f"{k}={v}" for k, v in config["peft"].items()) + ") merged")
+    return ", ".join(parts)
 
 
 def _eval_lines(ev: dict[str, Any]) -> list[str]:

@@ -51,13 +51,14 @@ def defer(what: str, where: str) -> bool:
     return True
 
 
-def missing(package: str, where: str) -> bool:
-    """A package the run needs and this machine lacks: True (raise) in a real run, noted in a --dry-run."""
+def missing(package: str, where: str, extra: str | None = None) -> bool:
+    """A package the run needs and this machine lacks: True (raise) in a real run, noted in a --dry-run.
+    `extra`: r1pipe's optional dependency that installs it (default: the package's name)."""
     import importlib.util
 
     if importlib.util.find_spec(package) is not None:
         return False
-    return not defer(f"{package} (pip install 'r1pipe[{package}]')", where)
+    return not defer(f"{package} (pip install 'r1pipe[{extra or package}]')", where)
 
 
 @contextlib.contextmanager

@@ -215,6 +215,12 @@ def validate(cfg, names: list[str]) -> None:
             launch.check_installed(launcher)
         if "num_generations" in (stage_cfg.get("trainer") or {}):
             launch.check_grpo_batch(name, stage_cfg["trainer"], world)
+        sharding = launch.shards_weights(launcher) if launch.distributes(launcher, mod) else None
+        if stage_cfg.get("peft") is not None and sharding:
+            # the merge at the end needs each weight whole on a rank (training.save_trained)
+            raise R1Error(f"{name}.peft: a LoRA stage saves its adapter merged into whole weights, which {sharding} "
+                          "splits across ranks", hint=f"use launcher=deepspeed_zero2 or torchrun (every rank holds the "
+                          f"frozen base once), or {name}.peft=null")
         if hasattr(mod, "validate"):
             mod.validate(stage_cfg, world_size=world)  # the processes the launcher will start (batch rules)
 

@@ -1,7 +1,9 @@
 """What every TRL-trained stage shares: building the TRL config, resuming, logging, saving.
 
 The stage's `trainer:` block goes to the TRL config class unchanged; r1pipe only adds what it owns
-(output_dir, the seed) and CPU-safe defaults a user can override.
+(output_dir, the seed) and CPU-safe defaults a user can override. Its `peft:` block, when set, is a
+peft.LoraConfig that TRL's trainers take as `peft_config`: the stage then trains a LoRA adapter, and saves
+the model with the adapter merged in (plus the adapter alone) so that children read a plain model.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from r1pipe import models, preflight
-from r1pipe.config import check_trainer_block
+from r1pipe.config import check_peft_block, check_trainer_block
 from r1pipe.errors import R1Error
 from r1pipe.manifest import read_json_dict, write_jsonl_atomic
 from r1pipe.models import first_line
@@ -64,6 +66,28 @@ def trl_config(config_cls: type, stage: str, stage_cfg: dict[str, Any], output_d
         raise R1Error(f"{stage}.trainer: trl.{config_cls.__name__} rejects it: {first_line(e)}") from e
 
 
+def lora(stage: str, stage_cfg: dict[str, Any], task_type: str = "CAUSAL_LM"):
+    """The stage's `peft:` block as the peft.LoraConfig TRL's trainers take as `peft_config`; None (full
+    fine-tuning) when the block is null. Checked like the trainer: block, before any model loads. task_type is
+    r1pipe's to set (SEQ_CLS for the reward model) unless the block gives one."""
+    block = stage_cfg.get("peft")
+    if block is None:
+        return None
+    if preflight.missing("peft", f"{stage}.peft", extra="lora"):
+        raise R1Error(f"{stage}.peft is set, but peft is not installed",
+                      hint=f"pip install 'r1pipe[lora]', or {stage}.peft=null for full fine-tuning")
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        return None  # a --dry-run for another machine, which noted peft as its need: the fields wait for it
+
+    check_peft_block(stage, block, LoraConfig)
+    try:
+        return LoraConfig(**{"task_type": task_type, **block})
+    except (ValueError, TypeError) as e:
+        raise R1Error(f"{stage}.peft: peft.LoraConfig rejects it: {first_line(e)}") from e
+
+
 def last_checkpoint(trainer_dir: Path) -> Path | None:
     """The newest checkpoint that finished saving (the Trainer writes trainer_state.json last)."""
     if not trainer_dir.is_dir():
@@ -109,7 +133,19 @@ def train(trainer, metrics_path: Path) -> dict[str, Any]:
         "resumed_from_step": resumed_step,
         "train_loss": result.training_loss,
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+        **parameter_counts(trainer.model),
     }
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """The parameters that train and all of them: equal under full fine-tuning; under LoRA the adapter's few
+    against the frozen model plus the adapter. ZeRO-3 leaves a rank an empty shard and the size in ds_numel."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel() or getattr(p, "ds_numel", 0)
+        total += n
+        trainable += n if p.requires_grad else 0
+    return {"trainable_parameters": trainable, "total_parameters": total}
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -161,20 +197,43 @@ def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def save_trained(trainer, tokenizer, path: Path, card: str) -> None:
-    """Save a trainer's model as save_model does. Under several processes every rank takes part (DeepSpeed
-    ZeRO-3 and FSDP gather the sharded weights) and rank 0 alone writes."""
+def save_trained(trainer, tokenizer, path: Path, card: str, adapter: Path | None = None):
+    """Save a trainer's model as save_model does; returns the model as saved. Under several processes every
+    rank takes part (DeepSpeed ZeRO-3 and FSDP gather the sharded weights) and rank 0 alone writes.
+
+    A LoRA-trained model (the stage's peft: block) is saved merged: `path` then holds a plain model, which
+    children and plain transformers load as any other, without peft. The adapter alone goes to `adapter`
+    first (small; peft's PeftModel.from_pretrained puts it on the starting model)."""
+    from accelerate.utils import is_peft_model
+
     acc = trainer.accelerator
+    model = trainer.model
+    if is_peft_model(model):
+        if adapter is not None and acc.is_main_process:
+            model.save_pretrained(str(adapter), safe_serialization=True)
+        # Every rank holds the whole model (runner.validate refuses LoRA under weight-sharding launchers), so
+        # each merges its own copy: no rank waits on rank 0, and each is left with the model it saved
+        model = model.merge_and_unload()
+        if acc.is_main_process:
+            save_model(model, tokenizer, path, card)
+        acc.wait_for_everyone()
+        return model
     if acc.num_processes == 1 and not getattr(trainer, "is_deepspeed_enabled", False) \
             and not getattr(trainer, "is_fsdp_enabled", False):
-        save_model(trainer.model, tokenizer, path, card)
-        return
+        save_model(model, tokenizer, path, card)
+        return model
     trainer.save_model(str(path))
     if acc.is_main_process:
         (path / "training_args.bin").unlink(missing_ok=True)  # a pickle; r1pipe's model directories carry none
         models.save_tokenizer(tokenizer, path)
         (path / "README.md").write_text(card)
     acc.wait_for_everyone()
+    return model
+
+
+def adapter_output(ctx) -> Path | None:
+    """Where a stage that trains LoRA keeps its adapter (the `adapter` output); None under full fine-tuning."""
+    return ctx.output("adapter") if ctx.config.get("peft") is not None else None
 
 
 def save_model(model, tokenizer, path: Path, card: str) -> None:
@@ -205,16 +264,18 @@ def sft(ctx, stage: str, init: str, dataset, summary: str) -> dict[str, Any]:
     model = models.load_causal_lm(init_dir, dtype=ctx.config.get("dtype", "float32"), trust_remote_code=remote)
     card = model_card(stage, ctx.parent_manifests, ctx.config, summary)
     return sft_model(ctx, stage, model, tokenizer, dataset, ctx.config, ctx.trainer_dir, ctx.metrics_path,
-                     ctx.output("model"), card)
+                     ctx.output("model"), card, adapter=adapter_output(ctx))
 
 
 def sft_model(ctx, stage, model, tokenizer, dataset, cfg, trainer_dir: Path, metrics_path: Path, out: Path,
-              card: str) -> dict[str, Any]:
-    """trl.SFTTrainer on a loaded model, resumable from `trainer_dir`; saves the result to `out`."""
+              card: str, adapter: Path | None = None) -> dict[str, Any]:
+    """trl.SFTTrainer on a loaded model (LoRA when cfg has a peft: block), resumable from `trainer_dir`; saves
+    the result to `out` (and a LoRA adapter to `adapter`)."""
     from trl import SFTConfig, SFTTrainer
 
     args = trl_config(SFTConfig, stage, cfg, trainer_dir, ctx.seed)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora(stage, cfg))
     metrics = train(trainer, metrics_path)
-    save_trained(trainer, tokenizer, out, card)
+    save_trained(trainer, tokenizer, out, card, adapter=adapter)
     return {**metrics, "examples": len(dataset)}

@@ -58,6 +58,7 @@ def test_run_all_writes_complete_manifests(smoke_run):
     assert cold["parents"][0]["stage"] == "base"
     assert cold["parents"][0]["fingerprint"] == _manifest(smoke_run, "base")["fingerprint"]
     assert cold["metrics"]["global_step"] == 6
+    assert cold["metrics"]["trainable_parameters"] == cold["metrics"]["total_parameters"] > 0  # full fine-tuning
     assert {"greedy_accuracy", "pass@1", "cons@2", "strict_format"} <= set(cold["eval"])
     lines = (smoke_run / "cold_sft" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(l)["step"] for l in lines if "loss" in json.loads(l)] == [2, 4, 6]

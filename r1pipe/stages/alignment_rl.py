@@ -22,7 +22,7 @@ from typing import Any
 
 NAME = "alignment_rl"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
-OUTPUTS = ("model",)
+OUTPUTS = ("model", "adapter")  # adapter: LoRA only (a peft: block), model: merged with it
 DISTRIBUTED = True  # a launcher runs run() on every rank; rank 0 alone measures the held-out preference
 
 
@@ -44,6 +44,7 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
 
     block = reasoning_rl.validation_block(reasoning_rl.trainer_block(NAME, cfg, _weights(cfg)), world_size)
     training.trl_config(GRPOConfig, NAME, block, Path("unused"), seed=0)
+    training.lora(NAME, cfg)
     rewards.build(cfg["rewards"])
     for name, p in (cfg.get("preference_rewards") or {}).items():
         if p is None:
@@ -157,19 +158,21 @@ def run(ctx) -> dict[str, Any]:
     before = _before(ctx, model, tokenizer, heldout, cfg) if measure else None
 
     trainer = GRPOTrainer(model=model, reward_funcs=rule_funcs + pref_funcs, args=args, train_dataset=dataset,
-                          processing_class=tokenizer)
+                          processing_class=tokenizer, peft_config=training.lora(NAME, cfg))
     trainer.add_callback(reasoning_rl.samples_callback(trainer, ctx.dir / "samples.jsonl", cfg["log_samples"]))
     metrics = training.train(trainer, ctx.metrics_path)
 
     summary = (f"GRPO from `{init}` on {len(reasoning)} reasoning and {len(general)} general prompts; rule rewards "
                f"{', '.join(f.__name__ for f in rule_funcs)}; preference rewards "
                f"{', '.join(f'{n} ({s})' for n, (_, s) in judges.items()) or 'none'}.")
-    training.save_trained(trainer, tokenizer, ctx.output("model"),
-                        training.model_card(NAME, ctx.parent_manifests, cfg, summary))
+    # the model as saved (LoRA: merged) answers the held-out prompts 'after'
+    model = training.save_trained(trainer, tokenizer, ctx.output("model"),
+                                  training.model_card(NAME, ctx.parent_manifests, cfg, summary),
+                                  adapter=training.adapter_output(ctx))
     metrics.update(reasoning_prompts=len(reasoning), general_prompts=len(general), preference_from_step=start,
                    **reasoning_rl.last_logged(ctx.metrics_path))
     if before is not None:
-        after = _general_answers(ctx, "after", trainer.model, tokenizer, heldout, cfg)
+        after = _general_answers(ctx, "after", model, tokenizer, heldout, cfg)
         metrics["heldout_preference"] = _compare(judges, heldout, before, after, init)
         _write_samples(ctx.dir / "general_samples.jsonl", heldout, before, after)
     return metrics

@@ -16,16 +16,17 @@ from typing import Any
 NAME = "cold_sft"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 PARENTS = ("base",)
-OUTPUTS = ("model",)
+OUTPUTS = ("model", "adapter")  # adapter: LoRA only (a peft: block), model: merged with it
 DISTRIBUTED = True  # a launcher (launcher=torchrun ...) runs run() on every rank
 
 
 def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from trl import SFTConfig
 
-    from r1pipe.training import trl_config
+    from r1pipe.training import lora, trl_config
 
     trl_config(SFTConfig, NAME, cfg, Path("unused"), seed=0)  # builds it: TRL's own checks run too
+    lora(NAME, cfg)
 
 
 def run(ctx) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from typing import Any
 
 NAME = "distill"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
-OUTPUTS = ("model", "data", "rejected", "baseline")  # data and rejected: method sft; baseline: when enabled
+# data, rejected: method sft; baseline: when enabled; adapter: LoRA only (a peft: block), model: merged with it
+OUTPUTS = ("model", "data", "rejected", "baseline", "adapter")
 DISTRIBUTED = True  # a launcher runs run() on every rank, after prepare() wrote the traces
 METHODS = ("sft", "logits")
 
@@ -52,15 +53,21 @@ def _method(cfg: dict[str, Any]) -> tuple[type, dict[str, Any]]:
 def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from r1pipe import traces
     from r1pipe.errors import R1Error
-    from r1pipe.training import trl_config
+    from r1pipe.training import lora, trl_config
 
     cls, method_cfg = _method(cfg)
     trl_config(cls, NAME, method_cfg, Path("unused"), seed=0)
+    lora(NAME, cfg)
     if cfg.get("method", "sft") == "sft":
         traces.validate_sampling(NAME, cfg.get("sampling") or {}, cfg["filters"])
     student = cfg.get("student") or {}
     if not student.get("model") and not student.get("arch"):
         raise R1Error(f"{NAME}.student needs model (a hub id or path) or arch (to build one)", hint="see conf/stage/distill.yaml")
+    if cfg.get("peft") is not None and not student.get("model"):
+        # LoRA leaves the starting weights frozen, and a student built from arch starts from random ones
+        raise R1Error(f"{NAME}.peft trains a LoRA adapter on a frozen student, but student.model is not set (a "
+                      "student built from arch has random weights)",
+                      hint=f"set {NAME}.student.model to a pretrained model, or {NAME}.peft=null")
     if (cfg.get("baseline") or {}).get("enabled"):
         if cfg.get("method", "sft") != "sft":
             raise R1Error(f"{NAME}.baseline compares SFT on two datasets; it needs method: sft",
@@ -114,7 +121,8 @@ def run(ctx) -> dict[str, Any]:
                    f"{len(kept)} reasoning + {len(mix)} non-reasoning).")
         card = training.model_card(NAME, ctx.parent_manifests, cfg, summary)
         metrics.update(training.sft_model(ctx, NAME, student, tokenizer, dataset, cfg, ctx.trainer_dir,
-                                          ctx.metrics_path, ctx.output("model"), card))
+                                          ctx.metrics_path, ctx.output("model"), card,
+                                          adapter=training.adapter_output(ctx)))
     else:
         metrics.update(_logit_distill(ctx, student, tokenizer, teacher_dir, rows))  # on-policy: no fixed traces
 
@@ -155,11 +163,12 @@ def _logit_distill(ctx, student, tokenizer, teacher_dir: Path, rows) -> dict[str
     args = training.trl_config(DistillationConfig, NAME, _method(ctx.config)[1], ctx.trainer_dir, ctx.seed)
     dataset = Dataset.from_list([{"prompt": data.chat(r)} for r in rows])
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset,
-                                  processing_class=tokenizer)
+                                  processing_class=tokenizer, peft_config=training.lora(NAME, ctx.config))
     metrics = training.train(trainer, ctx.metrics_path)
     summary = f"A student distilled on-policy from `{parents(ctx.config)[0]}`'s logits on {len(rows)} prompts."
     training.save_trained(trainer, tokenizer, ctx.output("model"),
-                          training.model_card(NAME, ctx.parent_manifests, ctx.config, summary))
+                          training.model_card(NAME, ctx.parent_manifests, ctx.config, summary),
+                          adapter=training.adapter_output(ctx))
     return {**metrics, "prompts": len(rows)}
 
 
@@ -177,5 +186,6 @@ def _baseline(ctx, teacher_dir: Path, out: Path) -> dict[str, Any]:
     card = training.model_card(f"{NAME} baseline", ctx.parent_manifests, cfg,
                                f"The distill student's architecture trained on {len(rows)} baseline examples alone.")
     metrics = training.sft_model(ctx, f"{NAME}.baseline", student, tokenizer, dataset, _baseline_cfg(cfg),
-                                 ctx.dir / "baseline_trainer", ctx.dir / "baseline_metrics.jsonl", out / "model", card)
+                                 ctx.dir / "baseline_trainer", ctx.dir / "baseline_metrics.jsonl", out / "model", card,
+                                 adapter=out / "adapter" if cfg.get("peft") is not None else None)
     return {**metrics, "data_rows": len(rows)}

@@ -20,7 +20,7 @@ from typing import Any
 
 NAME = "reasoning_rl"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
-OUTPUTS = ("model",)
+OUTPUTS = ("model", "adapter")  # adapter: LoRA only (a peft: block), model: merged with it
 DISTRIBUTED = True  # a launcher (launcher=torchrun ...) runs run() on every rank
 
 
@@ -34,6 +34,7 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from r1pipe import rewards, training
 
     training.trl_config(GRPOConfig, NAME, validation_block(trainer_block(NAME, cfg), world_size), Path("unused"), seed=0)
+    training.lora(NAME, cfg)
     rewards.build(cfg["rewards"])
 
 
@@ -103,8 +104,11 @@ def run(ctx) -> dict[str, Any]:
         [{"prompt": data.chat(r), "answer": r["answer"], "verifier": cfg["verifier"]}
          for r in rows]
     )
+    # With a peft: block TRL trains a LoRA adapter, and its reference model for the KL term is this same model
+    # with the adapter switched off: no second copy is loaded
     trainer = GRPOTrainer(
-        model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset, processing_class=tokenizer
+        model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
+        peft_config=training.lora(NAME, cfg),
     )
     trainer.add_callback(samples_callback(trainer, ctx.dir / "samples.jsonl", cfg["log_samples"]))
     metrics = training.train(trainer, ctx.metrics_path)
@@ -113,7 +117,7 @@ def run(ctx) -> dict[str, Any]:
         NAME, ctx.parent_manifests, cfg,
         f"GRPO from `{init}` on {len(rows)} prompts with rewards {', '.join(f.__name__ for f in reward_funcs)}.",
     )
-    training.save_trained(trainer, tokenizer, ctx.output("model"), card)
+    training.save_trained(trainer, tokenizer, ctx.output("model"), card, adapter=training.adapter_output(ctx))
     return {**metrics, "prompts": len(rows), "difficulty_filter": filter_stats, **last_logged(ctx.metrics_path)}
 
 

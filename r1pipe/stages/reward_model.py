@@ -17,9 +17,10 @@ from typing import Any
 
 NAME = "reward_model"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
-OUTPUTS = ("model",)
+OUTPUTS = ("model", "adapter")  # adapter: LoRA only (a peft: block), model: merged with it
 DISTRIBUTED = True  # a launcher runs run() on every rank; rank 0 alone scores the held-out pairs
 EVALUATE = False  # a reward model writes no answers: the reasoning evaluation does not apply
+TASK_TYPE = "SEQ_CLS"  # peft's name for a sequence classifier: under LoRA it trains the new score head whole
 
 
 def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
@@ -29,9 +30,10 @@ def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
 def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from trl import RewardConfig
 
-    from r1pipe.training import trl_config
+    from r1pipe.training import lora, trl_config
 
     trl_config(RewardConfig, NAME, cfg, Path("unused"), seed=0)
+    lora(NAME, cfg, task_type=TASK_TYPE)
 
 
 def run(ctx) -> dict[str, Any]:
@@ -63,13 +65,15 @@ def run(ctx) -> dict[str, Any]:
         trust_remote_code=remote,
     )
     model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
-    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                            peft_config=training.lora(NAME, cfg, task_type=TASK_TYPE))
     metrics = training.train(trainer, ctx.metrics_path)
 
     out = ctx.output("model")
     summary = (f"A reward model (sequence classification, one output) trained with TRL's RewardTrainer from "
                f"`{init}` on {len(pairs)} preference pairs.")
-    training.save_trained(trainer, tokenizer, out, training.model_card(NAME, ctx.parent_manifests, cfg, summary))
+    training.save_trained(trainer, tokenizer, out, training.model_card(NAME, ctx.parent_manifests, cfg, summary),
+                          adapter=training.adapter_output(ctx))
     metrics["pairs"] = len(pairs)
     if cfg.get("heldout") and training.is_main():
         metrics["heldout"] = pair_accuracy(RewardModel(out, dtype=cfg.get("dtype", "float32"), trust_remote_code=remote),

@@ -15,7 +15,7 @@ from typing import Any
 
 NAME = "second_sft"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
-OUTPUTS = ("model",)
+OUTPUTS = ("model", "adapter")  # adapter: LoRA only (a peft: block), model: merged with it
 DISTRIBUTED = True  # a launcher (launcher=torchrun ...) runs run() on every rank
 DATA = "rejection_sampling"
 
@@ -27,9 +27,10 @@ def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
 def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from trl import SFTConfig
 
-    from r1pipe.training import trl_config
+    from r1pipe.training import lora, trl_config
 
     trl_config(SFTConfig, NAME, cfg, Path("unused"), seed=0)
+    lora(NAME, cfg)
 
 
 def run(ctx) -> dict[str, Any]:
