@@ -100,8 +100,9 @@ def build_model(tokenizer, arch: dict[str, Any], seed: int):
     return model
 
 
-def prepare_for_r1(tokenizer, model, tags: str = "tokens") -> list[str]:
-    """Make a hub model's tokenizer fit the recipe; returns what was changed (recorded in the manifest).
+def prepare_for_r1(tokenizer, model, tags: str = "tokens") -> tuple[list[str], dict[str, Any]]:
+    """Make a hub model's tokenizer fit the recipe; returns what was changed and how the R1 tags are written
+    (both recorded in the manifest).
 
     - a chat template without {% generation %} markers is replaced by r1pipe's ChatML one (assistant-only
       loss needs the markers), with <|im_start|>/<|im_end|> added if missing and eos set to end of turn;
@@ -125,22 +126,26 @@ def prepare_for_r1(tokenizer, model, tags: str = "tokens") -> list[str]:
         changes.append(f"pad token: {tokenizer.pad_token}")
     split = {t: tokenizer.convert_ids_to_tokens(tokenizer.encode(t, add_special_tokens=False)) for t in R1_TAGS}
     new_tags = [t for t, pieces in split.items() if len(pieces) != 1]
+    info: dict[str, Any] = {"mode": tags, "tokens": split, "embedding_rows": "existing"}
     if new_tags and tags == "tokens":
         tokenizer.add_tokens(new_tags, special_tokens=False)
         changes.append(f"added tokens: {' '.join(new_tags)}")
+        info["tokens"] = {t: tokenizer.convert_ids_to_tokens(tokenizer.encode(t, add_special_tokens=False)) for t in R1_TAGS}
     elif new_tags:
         changes.append("tags as text: " + ", ".join(f"{t} = {' '.join(split[t])}" for t in new_tags))
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         model.resize_token_embeddings(len(tokenizer))  # new rows around the mean embedding (mean_resizing)
         changes.append(f"embeddings resized to {len(tokenizer)} (new rows mean-initialized)")
+        info["embedding_rows"] = "new, mean-initialized" if new_tags and tags == "tokens" else "existing"
     elif new_tags and tags == "tokens":
         changes.append(f"new tokens use spare embedding rows (the matrix has {rows}, the tokenizer {len(tokenizer)})")
+        info["embedding_rows"] = "spare (untrained rows the checkpoint already had)"
     eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
     model.config.eos_token_id = model.generation_config.eos_token_id = eos
     model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
     tokenizer.padding_side = "left"
-    return changes
+    return changes, info
 
 
 def count_parameters(model) -> int:

@@ -36,10 +36,15 @@ def test_base_prepares_smollm2_for_the_recipe(tmp_path, tags):
         assert len(tok) == 49152 == model.get_input_embeddings().weight.shape[0]
         assert any(c.startswith("tags as text: <think> = < think >") for c in m["tokenizer_changes"])
         assert tok.tokenize("<think>") == ["<", "think", ">"]
+        assert m["tags"] == {"mode": "text", "embedding_rows": "existing",
+                             "tokens": {"<think>": ["<", "think", ">"], "</think>": ["</", "think", ">"],
+                                        "<answer>": ["<", "answer", ">"], "</answer>": ["</", "answer", ">"]}}
     else:  # one new token each, on new rows (SmolLM2 has no spare rows), drawn around the mean embedding
         assert len(tok) == 49156 == model.get_input_embeddings().weight.shape[0]
         assert "embeddings resized to 49156 (new rows mean-initialized)" in m["tokenizer_changes"]
         assert tok.tokenize("<think>") == ["<think>"]
+        assert m["tags"]["mode"] == "tokens" and m["tags"]["embedding_rows"] == "new, mean-initialized"
+        assert m["tags"]["tokens"]["</answer>"] == ["</answer>"]
     # SmolLM2's template injected "You are a helpful AI assistant named SmolLM"; r1pipe's asks only what the task asks,
     # and renders in plain Jinja2 as a serving stack would
     turns = [{"role": "user", "content": "12+34"}]

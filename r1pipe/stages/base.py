@@ -41,7 +41,7 @@ def run(ctx) -> dict[str, Any]:
         remote, rev = cfg["trust_remote_code"], cfg.get("revision")
         tok = models.load_tokenizer(cfg["model"], trust_remote_code=remote, revision=rev, check=False)
         model = models.load_causal_lm(cfg["model"], dtype=cfg["dtype"], trust_remote_code=remote, revision=rev)
-        changes = models.prepare_for_r1(tok, model, tags=cfg.get("tags", "tokens"))
+        changes, tags = models.prepare_for_r1(tok, model, tags=cfg.get("tags", "tokens"))
         summary = f"Base model `{cfg['model']}` (revision {cfg.get('revision') or 'default'}), copied by r1pipe."
         built = False
     else:
@@ -50,13 +50,14 @@ def run(ctx) -> dict[str, Any]:
         tok = models.build_tokenizer(corpus, vocab_size=cfg["tokenizer"]["vocab_size"])
         model = models.build_model(tok, cfg["arch"], seed=ctx.seed)
         summary = "A small Qwen2-style model built from scratch by r1pipe's tiny preset (random weights)."
-        built, changes = True, []
+        built, changes, tags = True, [], {"mode": "tokens", "embedding_rows": "trained from scratch"}
     save_model(model, tok, out, model_card(NAME, {}, cfg, summary))
     return {
         "source": cfg.get("model") or "built",
         "revision": cfg.get("revision"),
         "built_from_scratch": built,
         "tokenizer_changes": changes,
+        "tags": tags,  # how <think>/<answer> are written: one token each (new or spare rows) or text
         "parameters": models.count_parameters(model),
         "vocab_size": len(tok),
     }

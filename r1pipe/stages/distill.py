@@ -141,7 +141,7 @@ def _student(ctx, teacher_dir: Path):
     if s.get("model"):
         tok = models.load_tokenizer(s["model"], trust_remote_code=remote, revision=s.get("revision"), check=False)
         model = models.load_causal_lm(s["model"], dtype=dtype, trust_remote_code=remote, revision=s.get("revision"))
-        models.prepare_for_r1(tok, model)
+        models.prepare_for_r1(tok, model, tags=s.get("tags") or "tokens")
         return model, tok
     tok = models.load_tokenizer(teacher_dir, trust_remote_code=remote)
     return models.build_model(tok, s["arch"], seed=ctx.seed), tok
