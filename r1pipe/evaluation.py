@@ -134,6 +134,7 @@ def _check_spec(name: str, spec: dict[str, Any]) -> None:
                       hint=f"known schemas: {', '.join(sorted(benchmarks.SCHEMAS))}")
     if spec.get("verifier") not in (None, "integer", "math"):
         raise R1Error(f"{where}.verifier must be integer or math, got {spec['verifier']!r}")
+    benchmarks.resolve(spec, where)  # one kind of source: a +eval.benchmarks.X.path=... merged into a builtin fails here
 
 
 def check_settings(settings: dict[str, Any]) -> None:

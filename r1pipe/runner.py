@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from r1pipe import config as config_mod
-from r1pipe import launch
+from r1pipe import data, launch
 from r1pipe import manifest as mf
 from r1pipe import stages
 from r1pipe.errors import R1Error, one_line
@@ -55,9 +55,8 @@ class StageContext:
     def load_rows(self, source: dict[str, Any], need: tuple[str, ...], label: str) -> list[dict[str, Any]]:
         """Training rows from a data source, with every row that overlaps an evaluation benchmark removed
         (config `decontaminate`); what was removed is counted under `label` in the manifest."""
-        from r1pipe import data
-
-        return self.decontaminate(data.load_rows(source, need=need), label, ("prompt", "solution"))
+        return self.decontaminate(data.load_rows(source, need=need, where=f"{self.name}.{label}"), label,
+                                  ("prompt", "solution"))
 
     def decontaminate(self, rows: list[dict[str, Any]], label: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
         from r1pipe import decontam
@@ -207,9 +206,12 @@ def validate(cfg, names: list[str]) -> None:
         check_settings(config_mod.to_plain(cfg.eval))
     launcher = launch.spec(cfg)
     launch.check(launcher)
+    # a source that names two kinds (a +KEY={path: ...} merged into a builtin) fails here, naming the task key
+    origins = {f"task.{k}": v for k, v in config_mod.to_plain(cfg.task).items()} if cfg.get("task") else {}
     for name in names:
         mod = stages.module(name)
         stage_cfg = config_mod.stage_config(cfg, name)
+        data.check_sources(stage_cfg, name, origins)
         world = launch.world_size(launcher) if launch.distributes(launcher, mod) else 1
         if world > 1:
             launch.check_installed(launcher)

@@ -95,7 +95,8 @@ def _heldout(cfg) -> list[dict[str, Any]]:
 
     if not cfg.get("general_heldout"):
         return []
-    return list({r["prompt"]: r for r in data.load_rows(cfg["general_heldout"], need=("prompt",))}.values())
+    rows = data.load_rows(cfg["general_heldout"], need=("prompt",), where="alignment_rl.general_heldout")
+    return list({r["prompt"]: r for r in rows}.values())
 
 
 def _before(ctx, model, tokenizer, heldout, cfg) -> dict[str, list]:

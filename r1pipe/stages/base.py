@@ -32,7 +32,7 @@ def run(ctx) -> dict[str, Any]:
         summary = f"Base model `{cfg['model']}` (revision {cfg.get('revision') or 'default'}), copied by r1pipe."
         built = False
     else:
-        rows = data.load_rows(cfg["tokenizer"]["corpus"], need=("prompt", "solution"))
+        rows = data.load_rows(cfg["tokenizer"]["corpus"], need=("prompt", "solution"), where="base.tokenizer.corpus")
         corpus = [_chat_text(r) for r in rows]
         tok = models.build_tokenizer(corpus, vocab_size=cfg["tokenizer"]["vocab_size"])
         model = models.build_model(tok, cfg["arch"], seed=ctx.seed)
