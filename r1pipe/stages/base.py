@@ -27,7 +27,13 @@ def run(ctx) -> dict[str, Any]:
     if cfg.get("model"):
         remote, rev = cfg["trust_remote_code"], cfg.get("revision")
         tok = models.load_tokenizer(cfg["model"], trust_remote_code=remote, revision=rev, check=False)
-        model = models.load_causal_lm(cfg["model"], dtype=cfg["dtype"], trust_remote_code=remote, revision=rev)
+        model = models.load_causal_lm(cfg["model"], dtype=cfg["dtype"], trust_remote_code=remote, revision=rev,
+                                      clean_generation=False)
+        # The saved model's generation_config keeps only its token ids. The source's sampling recipe (Qwen2.5-
+        # Instruct: repetition_penalty, top_k 20, top_p 0.8, temperature 0.7) is not what r1pipe trains or
+        # evaluates with, so a plain `model.generate()` of any r1pipe model decodes greedily, as eval.json's
+        # greedy numbers were measured, instead of silently applying a recipe nobody measured. Recorded below.
+        ignored = models.clean_generation_config(model)
         changes = models.prepare_for_r1(tok, model, tags=cfg.get("tags", "tokens"))
         summary = f"Base model `{cfg['model']}` (revision {cfg.get('revision') or 'default'}), copied by r1pipe."
         built = False
@@ -37,13 +43,14 @@ def run(ctx) -> dict[str, Any]:
         tok = models.build_tokenizer(corpus, vocab_size=cfg["tokenizer"]["vocab_size"])
         model = models.build_model(tok, cfg["arch"], seed=ctx.seed)
         summary = "A small Qwen2-style model built from scratch by r1pipe's tiny preset (random weights)."
-        built, changes = True, []
+        built, changes, ignored = True, [], {}
     save_model(model, tok, out, model_card(NAME, {}, cfg, summary))
     return {
         "source": cfg.get("model") or "built",
         "revision": cfg.get("revision"),
         "built_from_scratch": built,
         "tokenizer_changes": changes,
+        "generation_config_ignored": ignored,  # the source model's generation settings r1pipe never applies
         "parameters": models.count_parameters(model),
         "vocab_size": len(tok),
     }
