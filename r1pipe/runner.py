@@ -139,16 +139,19 @@ def states(cfg, full: bool = False) -> dict[str, mf.StageState]:
     out: dict[str, mf.StageState] = {}
     for name in recipe(cfg):
         parent_states = [out[p] for p in parents_of(cfg, name)]
+        stage_cfg, stage_dir = config_mod.stage_config(cfg, name), root / name
+        # local model directories (base.model, a distill student, a reward model by path) by content
+        inputs = mf.local_inputs(stage_dir, stages.local_models(name, stage_cfg))
         expected = None
         if all(p.complete for p in parent_states):
             expected = mf.fingerprint(
                 name,
-                config_mod.stage_config(cfg, name),
+                stage_cfg,
                 [mf.parent_lineage(p.manifest) for p in parent_states],
                 stages.code_version(name),
+                model_dirs={key: rec["sha256"] for key, rec in inputs.items()},
             )
-        stage_dir = root / name
-        out[name] = mf.stage_state(stage_dir, expected, _has_progress(stage_dir), full=full)
+        out[name] = mf.stage_state(stage_dir, expected, _has_progress(stage_dir), full=full, inputs=inputs)
     return out
 
 
@@ -406,6 +409,7 @@ def _execute_stage(
         "fingerprint": s.expected,
         "parents": [mf.parent_lineage(parent_manifests[p]) for p in parent_names],
         "config": stage_cfg,
+        "inputs": s.inputs,  # local model directories read: path, content digest, per-file stamps (fast path)
         "outputs": dict(ctx.outputs),
         "hashes": hashes,
         "metrics": metrics,

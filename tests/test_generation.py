@@ -7,6 +7,7 @@ import types
 
 import pytest
 
+from conftest import save_tiny_model
 from r1pipe import models
 from r1pipe.generation import Sampling, generate, generation_settings, make_engine, vllm_settings
 
@@ -22,21 +23,12 @@ SAMPLED = Sampling(n=3, temperature=0.9, top_p=0.95, max_new_tokens=16, seed=5)
 @pytest.fixture(scope="module")
 def twin_models(tmp_path_factory):
     """The same weights saved twice: with a clean generation_config, and with one full of odd settings."""
-    from r1pipe.tasks import arithmetic
-
     root = tmp_path_factory.mktemp("twins")
-    corpus = [f"<|im_start|>user\n{r['prompt']}<|im_end|>\n<|im_start|>assistant\n{r['solution']}<|im_end|>\n"
-              for r in arithmetic.records(arithmetic.problems(200, 1), with_solution=True)]
-    tok = models.build_tokenizer(corpus, vocab_size=290)
-    model = models.build_model(tok, {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                                     "num_attention_heads": 2, "num_key_value_heads": 2}, seed=3)
-    clean, odd = root / "clean", root / "odd"
-    for path in (clean, odd):
-        model.save_pretrained(path)
-        tok.save_pretrained(path)
-    ids = model.generation_config  # written as a hub repository has it (transformers refuses to save beams with sampling)
-    (odd / "generation_config.json").write_text(json.dumps({"eos_token_id": ids.eos_token_id,
-                                                            "pad_token_id": ids.pad_token_id, **ODD}))
+    clean, odd = save_tiny_model(root / "clean"), save_tiny_model(root / "odd")
+    ids = json.loads((clean / "generation_config.json").read_text())
+    # written as a hub repository has it (transformers refuses to save beams with sampling)
+    (odd / "generation_config.json").write_text(json.dumps({"eos_token_id": ids["eos_token_id"],
+                                                            "pad_token_id": ids["pad_token_id"], **ODD}))
     return clean, odd
 
 

@@ -18,6 +18,10 @@ PARENTS: tuple[str, ...] = ()
 OUTPUTS = ("model",)
 
 
+def models_named(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"model": cfg.get("model")}
+
+
 def run(ctx) -> dict[str, Any]:
     from r1pipe import data, models
     from r1pipe.training import model_card, save_model
