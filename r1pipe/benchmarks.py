@@ -83,24 +83,27 @@ def _schema(spec: dict[str, Any]) -> dict[str, Any] | None:
     return SCHEMAS[name]
 
 
-def resolve(spec: dict[str, Any]) -> dict[str, Any]:
+def resolve(spec: dict[str, Any], where: str = "benchmark") -> dict[str, Any]:
     """The load_rows source for a benchmark spec: the schema's defaults, overridden by the user's keys.
 
     `fields` is merged key by key (the user can remap one column and keep the rest); every other key is
-    replaced. When the user points at a file or a builtin, the schema's hub settings are dropped so the source
-    is not ambiguous. The input is not modified."""
+    replaced. When the user points at a file or a builtin, the schema's hub settings are dropped; a spec that
+    names two kinds itself is data.source_kind's error (`where`: its place in the config). The input is not
+    modified."""
     schema = _schema(spec)
     source: dict[str, Any] = {}
     if schema is not None:
         source = {k: v for k, v in schema.items() if k not in _SCHEMA_ONLY}
-        if "path" in spec or "builtin" in spec:
+        if data.source_kind(spec, where, required=False) in ("path", "builtin"):
             source = {k: v for k, v in source.items() if k not in _HUB_ONLY}
     for key, value in spec.items():
         if key == "fields" and isinstance(value, dict) and "fields" in source:
             source["fields"] = dict(source["fields"]) | dict(value)
         else:
             source[key] = value
-    return {k: v for k, v in source.items() if k not in _SPEC_ONLY}
+    source = {k: v for k, v in source.items() if k not in _SPEC_ONLY}
+    data.source_kind(source, where)
+    return source
 
 
 def verifier(spec: dict[str, Any]) -> str:
@@ -117,11 +120,12 @@ def load(name: str, spec: dict[str, Any]) -> list[dict[str, str]]:
     load_rows keeps only the fields it is asked for, so when the source maps an `id` column it is asked for
     that too; a row without it is then data.py's usual missing-field error. Rows without a dataset id get
     f"{name}-{index}" (0-based position after `limit`), stable as long as the source is."""
-    source = resolve(spec)
+    where = f"eval.benchmarks.{name}"
+    source = resolve(spec, where)
     need = ("prompt", "answer", "id") if (source.get("fields") or {}).get("id") else ("prompt", "answer")
     clean = _CLEAN.get(spec.get("schema", ""), lambda a: a)
     rows = []
-    for i, row in enumerate(data.load_rows(source, need=need)):  # prompt_template / system_prompt applied there
+    for i, row in enumerate(data.load_rows(source, need=need, where=where)):  # prompt_template applied there
         rows.append({**row, "id": str(row.get("id") or f"{name}-{i}"), "answer": clean(row["answer"]),
                      "question": row.get("question", row["prompt"])})  # what decontamination compares
     return rows

@@ -207,7 +207,7 @@ def evaluate(stage: Annotated[str, typer.Option("--stage", "-s")], overrides: Ov
         manifest = {**s.manifest, "eval": metrics}
         mf.write_json_atomic(root / stage / mf.MANIFEST, manifest)
         runner.write_cards(root, root / stage, manifest)
-    console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "settings"}))
+    console.print_json(json.dumps({k: v for k, v in metrics.items() if k not in ("settings", "generation")}))
 
 
 @app.command()

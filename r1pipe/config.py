@@ -44,7 +44,8 @@ def load(overrides: list[str] | tuple[str, ...] = ()):
             cfg = compose(config_name="config", overrides=overrides)
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException, YAMLError) as e:
-        raise R1Error(_hydra_message(e), hint=_suggest_key(e, overrides) or _hydra_hint(e)) from e
+        hint = _replace_suggestion(e, overrides) or _suggest_key(e, overrides) or _hydra_hint(e)
+        raise R1Error(_hydra_message(e), hint=hint) from e
     return cfg
 
 
@@ -56,6 +57,21 @@ def _register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("fetched"):
         OmegaConf.register_new_resolver("fetched", lambda name: str(fetch.model_dir(name)))
+
+
+def replace_hint(key: str, value: str = "{...}") -> str:
+    """How an override replaces a mapping (a data source) instead of merging into it: Hydra merges
+    `+KEY={...}` into what is there, and `KEY={...}` refuses keys the mapping lacks; deleting it first works."""
+    return f"to replace {key} as a whole, delete it first: '~{key}' '+{key}={value}'; +{key}={{...}} alone merges into it"
+
+
+def _replace_suggestion(e: Exception, overrides: list[str]) -> str | None:
+    """For `task.cold_start={path: x}` (a new key in an existing mapping), how to replace the mapping."""
+    import re
+
+    m = re.search(r"Could not override '([^']+)'", str(e))
+    value = next((o.split("=", 1)[1] for o in overrides if m and o.split("=", 1)[0] == m.group(1)), "")
+    return replace_hint(m.group(1), value) if value.strip().startswith("{") else None
 
 
 def _suggest_key(e: Exception, overrides: list[str]) -> str | None:

@@ -23,25 +23,67 @@ import re
 from pathlib import Path
 from typing import Any
 
+from r1pipe.config import replace_hint
 from r1pipe.errors import R1Error
 from r1pipe.tasks import arithmetic, smalltalk
 
 NORMALIZED = ("prompt", "answer", "solution")
+KINDS = ("builtin", "path", "hub")  # where a source's rows come from: it names exactly one (source_kind)
 
 
-def load_rows(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows with at least the fields in `need`, from any kind of source."""
-    if "builtin" in source:
+def source_kind(source: dict[str, Any], where: str = "data source", key: str | None = None,
+                required: bool = True) -> str | None:
+    """Where a source's rows come from: "builtin", "path" or "hub", the one of those keys it names (a key set
+    to null names nothing). Loading, --dry-run, model cards and benchmarks all ask here, so they cannot disagree.
+
+    Naming two is an error, not a precedence rule: Hydra's `+KEY={...}` (and a preset laid over a task) merges
+    into the source already there, so a user's file would sit beside the builtin it was meant to replace.
+    `where` is the source's place in the config; `key` the config key that replaces it (default: `where`).
+    With required=False a source that names none gives None (a benchmark whose schema supplies the hub)."""
+    named = [k for k in KINDS if source.get(k) is not None]
+    if len(named) == 1:
+        return named[0]
+    if not named:
+        if not required:
+            return None
+        raise R1Error(f"{where} names no builtin:, path: or hub: ({source})", hint="see conf/task/*.yaml")
+    kind = next((k for k in named if k != "builtin"), named[0])  # the key a merge added, most likely
+    raise R1Error(
+        f"{where} names both {named[0]}: and {named[1]}: ({', '.join(f'{k}: {source[k]}' for k in named)})",
+        hint=f"a source names one of them; {replace_hint(key or where, f'{{{kind}: {source[kind]}}}')}"
+        if " " not in (key or where) else "a source names one of builtin:, path:, hub:",
+    )
+
+
+def source_name(source: dict[str, Any], where: str = "data source") -> str:
+    """How messages name a source: builtin:arithmetic, hub:openai/gsm8k, or the file's path."""
+    kind = source_kind(source, where)
+    return str(source["path"]) if kind == "path" else f"{kind}:{source[kind]}"
+
+
+def check_sources(node: Any, where: str, origins: dict[str, Any] | None = None) -> None:
+    """Every data source in a config tree (a dict naming builtin:, path: or hub:, nested ones included) names
+    exactly one of them: one line before any stage runs, not at the stage that loads it. `origins` maps config
+    keys to sources ({"task.cold_start": {...}}): a source equal to one of them was interpolated from it, and
+    the hint says to replace that key (the first that matches)."""
+    if isinstance(node, dict):
+        key = next((k for k, v in (origins or {}).items() if v == node), None)
+        source_kind(node, f"{where} ({key})" if key else where, key=key, required=False)
+        for k, v in node.items():
+            check_sources(v, f"{where}.{k}", origins)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            check_sources(v, f"{where}.{i}", origins)
+
+
+def load_rows(source: dict[str, Any], need: tuple[str, ...], where: str = "data source") -> list[dict[str, str]]:
+    """Rows with at least the fields in `need`, from any kind of source (`where`: its place in the config)."""
+    kind = source_kind(source, where)
+    where = source_name(source, where)  # what messages about its rows name: the file, builtin or hub id
+    if kind == "builtin":
         rows = _builtin(source, need)
-        where = f"builtin:{source['builtin']}"
-    elif "path" in source:
-        where = str(source["path"])
-        rows = _normalize(_read_file(Path(source["path"])), source, need, where)
-    elif "hub" in source:
-        where = f"hub:{source['hub']}"
-        rows = _normalize(_read_hub(source), source, need, where)
     else:
-        raise R1Error(f"data source {source} names no builtin, path or hub", hint="see conf/task/*.yaml")
+        rows = _normalize(_read_file(Path(source["path"])) if kind == "path" else _read_hub(source), source, need, where)
     limit = source.get("limit")
     rows = rows[: int(limit)] if limit is not None else rows
     if not rows:
@@ -273,26 +315,23 @@ def sft_messages(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
 PREFERENCE = ("prompt", "chosen", "rejected")
 
 
-def load_preferences(source: dict[str, Any]) -> list[dict[str, str]]:
+def load_preferences(source: dict[str, Any], where: str = "preference source") -> list[dict[str, str]]:
     """Preference pairs {prompt, chosen, rejected} (plain strings: the user turn and the two replies).
 
     The builtin smalltalk task makes synthetic pairs; files and hub datasets may hold strings or TRL's
     conversational lists (as in UltraFeedback-binarized, where `chosen` is the whole conversation): the prompt is
     then the first user turn and each reply the last assistant turn."""
-    if source.get("builtin") == smalltalk.NAME:
+    kind = source_kind(source, where)
+    if kind == "builtin" and source["builtin"] != smalltalk.NAME:
+        raise R1Error(f"builtin task {source['builtin']!r} has no preference pairs", hint=f"builtin preference data: {smalltalk.NAME}")
+    if kind == "builtin":
         for key in ("size", "seed"):
             if key not in source:
                 raise R1Error(f"builtin preference source {source} has no {key}", hint="e.g. {builtin: smalltalk, size: 2000, seed: 6}")
         rows = list(smalltalk.preference_pairs(int(source["size"]), int(source["seed"]), bool(source.get("heldout"))))
-        where = f"builtin:{smalltalk.NAME}"
-    elif "builtin" in source:
-        raise R1Error(f"builtin task {source['builtin']!r} has no preference pairs", hint=f"builtin preference data: {smalltalk.NAME}")
-    elif "path" in source:
-        where, rows = str(source["path"]), _read_file(Path(source["path"]))
-    elif "hub" in source:
-        where, rows = f"hub:{source['hub']}", _read_hub(source)
     else:
-        raise R1Error(f"preference source {source} names no builtin, path or hub", hint="see conf/stage/reward_model.yaml")
+        rows = _read_file(Path(source["path"])) if kind == "path" else _read_hub(source)
+    where = source_name(source, where)
     fields = {k: k for k in PREFERENCE} | dict(source.get("fields") or {})
     out = []
     for i, row in enumerate(rows, 1):

@@ -135,6 +135,7 @@ def _check_spec(name: str, spec: dict[str, Any]) -> None:
                       hint=f"known schemas: {', '.join(sorted(benchmarks.SCHEMAS))}")
     if spec.get("verifier") not in (None, "integer", "math"):
         raise R1Error(f"{where}.verifier must be integer or math, got {spec['verifier']!r}")
+    benchmarks.resolve(spec, where)  # one kind of source: a +eval.benchmarks.X.path=... merged into a builtin fails here
 
 
 def check_settings(settings: dict[str, Any]) -> None:
@@ -183,7 +184,7 @@ def cache_key(model_sha256: str, rows: list[dict[str, str]], settings: dict[str,
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-PROTOCOL_VERSION = 2  # bump when summarize() or the sampling procedure changes what a cached result means
+PROTOCOL_VERSION = 3  # bump when summarize() or the sampling procedure changes what a cached result means
 
 
 def evaluate_model(
@@ -194,11 +195,13 @@ def evaluate_model(
 
     `work_dir` is this (model, benchmark, settings)'s cache entry: generation goes there in shards, so an
     interrupted evaluation resumes; a finished one is reused without loading the model at all."""
-    from r1pipe.generation import Sampling, generate_sharded, make_engine
+    from r1pipe.generation import generate_sharded, make_engine
 
+    greedy_sampling, sampling = samplings(settings)
     done_metrics, done_samples = work_dir / "metrics.json", work_dir / SAMPLES
     if settings.get("cache", True) and done_metrics.exists() and done_samples.exists():
-        return json.loads(done_metrics.read_text()), read_samples(work_dir) or [], True
+        cached = json.loads(done_metrics.read_text())
+        return {**cached, "generation": generation_record(settings)}, read_samples(work_dir) or [], True
     if not settings.get("cache", True) and work_dir.exists():
         shutil.rmtree(work_dir)  # asked not to reuse anything, shards included
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -212,16 +215,11 @@ def evaluate_model(
 
     prompts = [data.chat(r) for r in rows]
     t0 = time.time()
-    budget = settings.get("budget") or {}
-    common = dict(max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"], seed=settings["seed"],
-                  max_think_tokens=budget.get("max_think_tokens"), min_think_tokens=budget.get("min_think_tokens"),
-                  max_waits=int(budget.get("max_waits") or 0))
     shard = int(settings.get("shard_size") or len(prompts))
     greedy = sampled = None
-    if settings["greedy"]:
-        greedy, _ = generate_sharded(engine, prompts, Sampling(n=1, **common), work_dir / "greedy", shard, log)
-    if settings["k"] > 0:
-        sampling = Sampling(n=settings["k"], temperature=settings["temperature"], top_p=settings["top_p"], **common)
+    if greedy_sampling is not None:
+        greedy, _ = generate_sharded(engine, prompts, greedy_sampling, work_dir / "greedy", shard, log)
+    if sampling is not None:
         sampled, _ = generate_sharded(engine, prompts, sampling, work_dir / "sampled", shard, log)
     samples = [
         {
@@ -241,7 +239,34 @@ def evaluate_model(
     write_json_atomic(done_metrics, metrics)  # last: its presence means the entry is whole
     for part in ("greedy", "sampled"):
         shutil.rmtree(work_dir / part, ignore_errors=True)  # the samples file holds it all now
-    return metrics, samples, False
+    return {**metrics, "generation": generation_record(settings)}, samples, False
+
+
+def samplings(settings: dict[str, Any]):
+    """The greedy and the sampled pass of an evaluation (None where the settings leave one out)."""
+    from r1pipe.generation import Sampling
+
+    budget = settings.get("budget") or {}
+    common = dict(max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"], seed=settings["seed"],
+                  max_think_tokens=budget.get("max_think_tokens"), min_think_tokens=budget.get("min_think_tokens"),
+                  max_waits=int(budget.get("max_waits") or 0))
+    greedy = Sampling(n=1, **common) if settings["greedy"] else None
+    sampled = Sampling(n=settings["k"], temperature=settings["temperature"], top_p=settings["top_p"], **common) \
+        if settings["k"] > 0 else None
+    return greedy, sampled
+
+
+def generation_record(settings: dict[str, Any]) -> dict[str, Any]:
+    """What eval.json says each pass was decoded with: every setting generate() was given (the model's own
+    generation_config never takes part), and the backend."""
+    from r1pipe.generation import generation_settings
+
+    greedy, sampled = samplings(settings)
+    out: dict[str, Any] = {"backend": settings.get("backend", "transformers")}
+    for name, sampling in (("greedy", greedy), ("sampled", sampled)):
+        if sampling is not None:
+            out[name] = generation_settings(sampling) | {"seed": sampling.seed}
+    return out
 
 
 def same_settings(parent_dir: Path, benchmark: str, settings: dict[str, Any]) -> bool:
@@ -329,7 +354,7 @@ def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, 
                                                      headline_verifier, cache_root / ckey, trust_remote_code=trc)
             write_samples(stage_dir / f"eval_{key}_samples.jsonl", extra_samples)
             write_json_atomic(stage_dir / f"eval_{key}.json", extra)
-            metrics[key] = {k: v for k, v in extra.items() if k != "settings"}
+            metrics[key] = {k: v for k, v in extra.items() if k not in ("settings", "generation")}
             metrics[f"vs_{key}"] = paired_difference(extra_samples, headline_samples, headline_verifier)
     write_json_atomic(stage_dir / EVAL_JSON, metrics)
     return metrics

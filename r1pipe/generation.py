@@ -2,12 +2,19 @@
 
 One module serves evaluation, rejection sampling and distillation data. Prompts are chat user turns; they
 are sorted by length so each batch pads little, and the results come back in the caller's order.
+
+Decoding follows r1pipe's `Sampling` and nothing else: each call passes a complete GenerationConfig built from
+it (`generation_settings`), and the model's own generation_config is reduced to its token ids meanwhile, since
+transformers fills any setting left unset from it. vLLM gets the same settings, told to load no
+generation_config of the model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,46 @@ class Sampling:
 
 
 THINK_END, WAIT = "</think>", "Wait"
+
+
+def generation_settings(sampling: Sampling) -> dict[str, Any]:
+    """Every decoding setting a generate() call gets for `sampling`, from it alone (eval.json records these).
+    Neutral values are spelled out: no top-k cut, no repetition penalty, no n-gram ban, no minimum length."""
+    greedy = sampling.temperature <= 0
+    out: dict[str, Any] = dict(do_sample=not greedy, num_beams=1, max_new_tokens=sampling.max_new_tokens,
+                               min_new_tokens=0, num_return_sequences=sampling.n, repetition_penalty=1.0,
+                               no_repeat_ngram_size=0)
+    if not greedy:  # the warpers act only when sampling (transformers warns when greedy decoding names them)
+        out.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+    return out
+
+
+def vllm_settings(sampling: Sampling, eos: int) -> dict[str, Any]:
+    """generation_settings as vLLM's SamplingParams: the same decoding, vLLM's neutral values spelled out."""
+    s = generation_settings(sampling)
+    return dict(n=s["num_return_sequences"], temperature=s.get("temperature", 0.0), top_p=s.get("top_p", 1.0),
+                top_k=s.get("top_k", 0), min_p=0.0, repetition_penalty=s["repetition_penalty"], presence_penalty=0.0,
+                frequency_penalty=0.0, min_tokens=s["min_new_tokens"], max_tokens=s["max_new_tokens"],
+                seed=sampling.seed, stop_token_ids=[eos], skip_special_tokens=True)
+
+
+def _config(sampling: Sampling, eos, pad, **extra):
+    from transformers import GenerationConfig
+
+    return GenerationConfig(**generation_settings(sampling), eos_token_id=eos, pad_token_id=pad, **extra)
+
+
+@contextlib.contextmanager
+def _own_settings_only(model):
+    """The model's generation_config holds only its token ids while r1pipe generates (see the module doc)."""
+    from r1pipe.models import clean_generation_config
+
+    saved = model.generation_config
+    clean_generation_config(model)
+    try:
+        yield
+    finally:
+        model.generation_config = saved
 
 
 def chat_prompts(tokenizer, user_turns: list) -> list[str]:
@@ -54,28 +101,19 @@ def generate(model, tokenizer, user_turns: list[str], sampling: Sampling, desc: 
     per_batch = max(1, sampling.batch_size // sampling.n)
     out: list[list[str]] = [[] for _ in texts]
     tokenizer.padding_side = "left"
-    greedy = sampling.temperature <= 0
-    gen_kwargs = dict(
-        max_new_tokens=sampling.max_new_tokens,
-        do_sample=not greedy,
-        num_return_sequences=sampling.n,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=model.generation_config.eos_token_id,
-    )
-    if not greedy:
-        gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+    config = _config(sampling, model.generation_config.eos_token_id, tokenizer.pad_token_id)
     torch.manual_seed(sampling.seed)
     was_training = model.training
     model.eval()
     columns = [TextColumn(desc), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
-    with Progress(*columns, transient=True) as progress, torch.inference_mode():
+    with Progress(*columns, transient=True) as progress, torch.inference_mode(), _own_settings_only(model):
         task = progress.add_task(desc, total=len(texts) * sampling.n, rate="")
         done, t0 = 0, time.time()
         for start in range(0, len(order), per_batch):
             idx = order[start : start + per_batch]
             enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(model.device) for k, v in enc.items()}
-            seqs = model.generate(**enc, **gen_kwargs)
+            seqs = model.generate(**enc, generation_config=config)
             decoded = tokenizer.batch_decode(seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             for j, i in enumerate(idx):
                 out[i] = decoded[j * sampling.n : (j + 1) * sampling.n]
@@ -125,8 +163,6 @@ def generate_budget_forced(model, tokenizer, user_turns: list[str], sampling: Sa
     eos = model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos])
     tokenizer.padding_side = "left"
-    greedy = sampling.temperature <= 0
-    sample_kwargs = {} if greedy else dict(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
     torch.manual_seed(sampling.seed)
     was_training = model.training
     model.eval()
@@ -140,9 +176,9 @@ def generate_budget_forced(model, tokenizer, user_turns: list[str], sampling: Sa
             enc = tokenizer([prompts[jobs[idx[j]]] + text[idx[j]] for j in part], return_tensors="pt", padding=True,
                             add_special_tokens=False)
             enc = {k: v.to(model.device) for k, v in enc.items()}
-            extra = dict(stop_strings=[THINK_END], tokenizer=tokenizer) if stop else {}
-            seqs = model.generate(**enc, max_new_tokens=max(limits[j] for j in part), do_sample=not greedy,
-                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, **sample_kwargs, **extra)
+            config = _config(replace(sampling, n=1, max_new_tokens=max(limits[j] for j in part)), eos,
+                             tokenizer.pad_token_id, stop_strings=[THINK_END] if stop else None)
+            seqs = model.generate(**enc, generation_config=config, **(dict(tokenizer=tokenizer) if stop else {}))
             new = seqs[:, enc["input_ids"].shape[1] :]
             for row, j in enumerate(part):
                 ids = new[row].tolist()[: limits[j]]  # the batch ran to its longest limit; each job keeps its own
@@ -153,7 +189,8 @@ def generate_budget_forced(model, tokenizer, user_turns: list[str], sampling: Sa
         out = [results[j] for j in range(len(idx))]
         return out
 
-    with Progress(TextColumn(desc), BarColumn(), MofNCompleteColumn(), transient=True) as progress, torch.inference_mode():
+    with Progress(TextColumn(desc), BarColumn(), MofNCompleteColumn(), transient=True) as progress, \
+            torch.inference_mode(), _own_settings_only(model):
         task = progress.add_task(desc, total=len(jobs))
         while any(p == "think" for p in phase):
             idx = [j for j, p in enumerate(phase) if p == "think"]
@@ -220,19 +257,11 @@ def make_engine(model_dir, backend: str = "transformers", dtype: str = "float32"
             if sampling.budget_forced:
                 raise R1Error("budget forcing is implemented for the transformers backend only",
                               hint="set eval.backend=transformers, or turn eval.budget off")
-            if not engines:
+            if not engines:  # generation_config="vllm": vLLM's defaults, not the model's generation_config.json
                 engines.append(LLM(model=str(model_dir), dtype=dtype, trust_remote_code=trust_remote_code,
-                                   load_format="safetensors"))
+                                   load_format="safetensors", generation_config="vllm"))
             llm = engines[0]
-            params = SamplingParams(
-                n=sampling.n,
-                temperature=max(sampling.temperature, 0.0),
-                top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-                max_tokens=sampling.max_new_tokens,
-                seed=sampling.seed,
-                stop_token_ids=[eos],
-                skip_special_tokens=True,
-            )
+            params = SamplingParams(**vllm_settings(sampling, eos))
             outs = llm.generate(chat_prompts(tok, turns), params, use_tqdm=True)
             return [[o.text for o in out.outputs] for out in outs]
 
@@ -245,7 +274,6 @@ def generate_sharded(engine, user_turns: list[str], sampling: Sampling, shard_di
     loads the shards on disk and generates only the rest; shard i is seeded with seed + i, so an interrupted
     run produces exactly what an uninterrupted one would."""
     import json
-    from dataclasses import replace
     from pathlib import Path
 
     shard_dir = Path(shard_dir)

@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,12 @@ RUN_ONLY_TRAINER_KEYS = {
 }  # fmt: skip
 
 
-def fingerprint(stage: str, config: dict[str, Any], parents: list[dict[str, Any]], code_version: str) -> str:
-    """sha256 over the stage name, its config minus run-only keys, its parents' lineage, its code, and the
-    size and mtime of every local data file it names (editing a dataset in place reruns what read it)."""
+def fingerprint(stage: str, config: dict[str, Any], parents: list[dict[str, Any]], code_version: str,
+                model_dirs: dict[str, str] | None = None) -> str:
+    """sha256 over the stage name, its config minus run-only keys, its parents' lineage, its code, the
+    size and mtime of every local data file it names (editing a dataset in place reruns what read it), and the
+    content digest of every local model directory it reads (`model_dirs`: config key -> local_inputs' sha256).
+    A hub model enters through its id and revision in the config (pin `revision` for exact weights)."""
     cfg = {k: v for k, v in config.items() if k not in RUN_ONLY_KEYS}
     if isinstance(cfg.get("trainer"), dict):
         cfg["trainer"] = {k: v for k, v in cfg["trainer"].items() if k not in RUN_ONLY_TRAINER_KEYS}
@@ -58,6 +61,8 @@ def fingerprint(stage: str, config: dict[str, Any], parents: list[dict[str, Any]
     files = data_file_stamps(cfg)
     if files:
         payload["data_files"] = files
+    if model_dirs:
+        payload["model_dirs"] = model_dirs
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -124,6 +129,64 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def local_inputs(stage_dir: Path, dirs: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """{key: {path, sha256, index}} for each local model directory a stage reads (`dirs`: config key -> dir).
+
+    The index is hash_path's ({file: [size, mtime_ns, sha256]}) and the fast path is the outputs' one: a file
+    whose size and mtime are as the stage's manifest recorded them (or as .verified.json remembers them after a
+    re-hash matched) keeps its recorded sha256; any other is hashed again. So `status` re-reads no 500 MB
+    model that nobody touched, and an edited byte changes the digest, hence the stage's fingerprint."""
+    if not dirs:
+        return {}
+    try:
+        recorded = (read_manifest(stage_dir) or {}).get("inputs") or {}
+    except R1Error:  # a corrupt manifest: stage_state says so; hash everything meanwhile
+        recorded = {}
+    verified = read_json_dict(stage_dir / VERIFIED) or {}
+    out: dict[str, dict[str, Any]] = {}
+    newly: dict[str, list[int]] = {}
+    for key, path in dirs.items():
+        path = Path(path).expanduser().resolve()
+        was = recorded.get(key) if isinstance(recorded.get(key), dict) else {}
+        known = (was.get("index") or {}) if was.get("path") == str(path) else {}
+        index = {}
+        for f in _content_files(path):
+            rel = f.relative_to(path).as_posix()
+            st = f.stat()
+            stamp, memo = [st.st_size, st.st_mtime_ns], f"inputs/{key}/{rel}"
+            rec = known.get(rel)
+            if rec and (rec[:2] == stamp or verified.get(memo) == stamp):
+                index[rel] = [*stamp, rec[2]]  # the fast path: untouched since it was hashed
+                continue
+            index[rel] = [*stamp, sha256_file(f)]
+            if rec and index[rel][2] == rec[2]:
+                newly[memo] = stamp  # same bytes, new mtime: remembered, so the next check is fast again
+        digest = hashlib.sha256(json.dumps({r: v[2] for r, v in sorted(index.items())}).encode()).hexdigest()
+        out[key] = {"path": str(path), "sha256": digest, "index": index}
+    if newly and (stage_dir / MANIFEST).is_file():
+        try:
+            write_json_atomic(stage_dir / VERIFIED, {**verified, **newly})
+        except OSError:
+            pass  # a read-only run directory: still correct, only slower
+    return out
+
+
+def changed_input(recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """What differs between the model directories a manifest recorded and those on disk now, naming the
+    directory and a file; None when they match."""
+    for key, now in current.items():
+        was = recorded.get(key) if isinstance(recorded.get(key), dict) else {}
+        if was.get("sha256") == now["sha256"]:
+            continue
+        if not was:
+            return f"model directory {now['path']} ({key}) was not recorded when the stage ran"
+        old, new = was.get("index") or {}, now["index"]
+        files = sorted(r for r in set(old) | set(new) if (old.get(r) or [None] * 3)[2] != (new.get(r) or [None] * 3)[2])
+        detail = f": {files[0]} differs" if files else ""
+        return f"model directory {now['path']} ({key}) changed since the stage ran{detail}"
+    return None
 
 
 def quick_stat(path: Path) -> tuple[int, int]:
@@ -211,6 +274,7 @@ class StageState:
     expected: str | None  # fingerprint it should have now (None while a parent is not complete)
     manifest: dict[str, Any] | None
     newer: bool = False  # written by a newer r1pipe: upgrade, never --force
+    inputs: dict[str, Any] = field(default_factory=dict)  # local model directories read (local_inputs)
 
     @property
     def complete(self) -> bool:
@@ -266,8 +330,17 @@ def outputs_intact(stage_dir: Path, manifest: dict[str, Any], full: bool = False
     return None
 
 
-def stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full: bool = False) -> StageState:
-    """Classify one stage directory. `expected` is the fingerprint it should have (None: a parent is not done)."""
+def stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full: bool = False,
+                inputs: dict[str, Any] | None = None) -> StageState:
+    """Classify one stage directory. `expected` is the fingerprint it should have (None: a parent is not done);
+    `inputs` the local model directories it reads, as local_inputs found them (a stale reason names one)."""
+    state = _stage_state(stage_dir, expected, has_progress, full, inputs or {})
+    state.inputs = inputs or {}
+    return state
+
+
+def _stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full: bool,
+                 inputs: dict[str, Any]) -> StageState:
     name = stage_dir.name
     try:
         manifest = read_manifest(stage_dir)
@@ -281,7 +354,8 @@ def stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full:
         if manifest.get("status") != "complete":
             return StageState(name, "stale", f"manifest status is {manifest.get('status')!r}", expected, manifest)
         if manifest["fingerprint"] != expected:
-            return StageState(name, "stale", "config, parents or code changed", expected, manifest)
+            reason = changed_input(manifest.get("inputs") or {}, inputs) or "config, parents or code changed"
+            return StageState(name, "stale", reason, expected, manifest)
         problem = outputs_intact(stage_dir, manifest, full=full)
         if problem:  # finished work was damaged or edited: never rebuilt silently, never read
             return StageState(name, "corrupt", problem, expected, manifest)

@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from r1pipe import data
 from r1pipe import manifest as mf
+from r1pipe.errors import R1Error
 
 CARD = "README.md"
 SUMMARY_START, SUMMARY_END = "<!-- r1pipe:summary -->", "<!-- /r1pipe:summary -->"
@@ -47,18 +49,26 @@ def base_model(chain: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def _kind(source: Any) -> str | None:
+    """data.source_kind, for a manifest's recorded config: None where it names no single kind (a run of an
+    r1pipe that did not check), so a card never claims one."""
+    try:
+        return data.source_kind(source) if isinstance(source, dict) else None
+    except R1Error:
+        return None
+
+
 def describe_source(source: Any) -> str:
-    if not isinstance(source, dict):
-        return str(source)
-    if "builtin" in source:
+    kind = _kind(source)
+    if kind == "builtin":
         extra = ", held-out phrasings" if source.get("heldout") else ""
         return f"builtin {source['builtin']} ({source.get('size')} rows, seed {source.get('seed')}{extra})"
-    if "hub" in source:
+    if kind == "hub":
         split = f" split {source['split']}" if source.get("split") else ""
         return f"hub dataset `{source['hub']}`{split}"
-    if "path" in source:
+    if kind == "path":
         return f"file `{source['path']}`"
-    return json.dumps(source)
+    return json.dumps(source, default=str) if isinstance(source, dict) else str(source)
 
 
 def _settings(config: dict[str, Any]) -> str:
@@ -112,7 +122,7 @@ def render(run_dir: Path, manifest: dict[str, Any], model_rel: str = "model", su
     if base:
         meta += [f"base_model: {base}"]
     hub_data = sorted({m["config"][k]["hub"] for m in chain for k in DATA_KEYS
-                       if isinstance((m.get("config") or {}).get(k), dict) and "hub" in m["config"][k]})
+                       if _kind((m.get("config") or {}).get(k)) == "hub"})
     if hub_data:
         meta += ["datasets:"] + [f"- {d}" for d in hub_data]
     meta.append("---")

@@ -188,8 +188,12 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False, revision: 
 
 
 def load_causal_lm(
-    path: str | Path, dtype: str = "float32", trust_remote_code: bool = False, revision: str | None = None
+    path: str | Path, dtype: str = "float32", trust_remote_code: bool = False, revision: str | None = None,
+    clean_generation: bool = True,
 ):
+    """A causal LM whose generation_config holds only its token ids (clean_generation_config), so no trainer
+    or generate() call inherits the sampling settings it shipped with. The base stage passes
+    clean_generation=False to record what it drops."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -198,7 +202,7 @@ def load_causal_lm(
     missing_local_dir(path)
     refuse_pickled_weights(path)
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             str(path),
             dtype=getattr(torch, dtype),
             trust_remote_code=trust_remote_code,
@@ -207,6 +211,29 @@ def load_causal_lm(
         )
     except (OSError, ValueError) as e:
         raise R1Error(f"cannot load a model from {path}: {first_line(e)}", hint="check the path or hub id") from e
+    if clean_generation:
+        dropped = clean_generation_config(model)
+        if dropped:
+            log.info("%s: its generation_config's %s are ignored (r1pipe passes its own settings)", path, dropped)
+    return model
+
+
+# What a model's generation_config keeps: the ids it stops and pads with. Anything else there (Qwen2.5-Instruct
+# ships repetition_penalty, top_k 20, top_p 0.8, temperature 0.7) fills every setting a generate() call or a
+# TRL trainer's rollout leaves unset (transformers merges it into an explicit GenerationConfig field by field),
+# so it would change rejection sampling, distillation traces and every evaluated number without a word.
+GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def clean_generation_config(model) -> dict[str, Any]:
+    """Reduce `model.generation_config` to its token ids; returns the settings it held besides them."""
+    from transformers import GenerationConfig
+
+    old = model.generation_config
+    dropped = {k: v for k, v in old.to_diff_dict().items() if k not in GENERATION_IDS and k != "transformers_version"}
+    model.generation_config = GenerationConfig(
+        **{k: getattr(old, k) for k in GENERATION_IDS if getattr(old, k, None) is not None})
+    return dropped
 
 
 def missing_local_dir(path: str | Path) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from r1pipe import config as config_mod
+from r1pipe import data
 from r1pipe.errors import R1Error
 
 PA, PS, P = ("prompt", "answer"), ("prompt", "solution"), ("prompt",)
@@ -95,37 +96,35 @@ def check(cfg, names: list[str]) -> Report:
             if not isinstance(source, dict) or (name == "base" and stage_cfg.get("model")) or \
                     (key == "baseline.data" and not (stage_cfg.get("baseline") or {}).get("enabled")):
                 continue
-            report.sources.append((name, key, _describe(source), _load(source, need, f"{name}.{key}")))
+            where = f"{name}.{key}"
+            report.sources.append((name, key, _describe(source, where), _load(source, need, where)))
     if names and cfg.eval.after_stage:
         from r1pipe import benchmarks
         from r1pipe.evaluation import benchmark_specs
 
         for bench, spec in benchmark_specs(config_mod.to_plain(cfg.eval)).items():
-            report.sources.append(("eval", f"benchmarks.{bench}", _describe(benchmarks.resolve(spec)),
+            where = f"eval.benchmarks.{bench}"
+            report.sources.append(("eval", f"benchmarks.{bench}", _describe(benchmarks.resolve(spec, where), where),
                                    _count(lambda: benchmarks.load(bench, spec))))
     return report
 
 
 def _load(source: dict[str, Any], need, where: str) -> str:
-    from r1pipe import data
-
     if need == PREFERENCES:
-        return _count(lambda: data.load_preferences(source))
+        return _count(lambda: data.load_preferences(source, where), where)
     # a source may map more columns than the stage needs: check those it maps too (a typo there fails later)
     mapped = tuple(k for k in ("answer", "solution") if k in (source.get("fields") or {}) or
                    (k == "solution" and source.get("solution_template")))
-    return _count(lambda: data.load_rows(source, need=tuple(dict.fromkeys(need + mapped))), where)
+    return _count(lambda: data.load_rows(source, need=tuple(dict.fromkeys(need + mapped)), where=where), where)
 
 
 def _count(load, where: str = "") -> str:
-    from r1pipe.data import DataUnavailable
-
     try:
         rows = load()
-    except DataUnavailable as e:
+    except data.DataUnavailable as e:
         return f"not checked: {e.message}"
     except R1Error as e:
-        e.message = f"{where}: {e.message}" if where else e.message
+        e.message = f"{where}: {e.message}" if where and not e.message.startswith(where) else e.message
         raise
     return f"ok, {len(rows)} rows"
 
@@ -138,9 +137,7 @@ def _at(node: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def _describe(source: dict[str, Any]) -> str:
-    for key in ("hub", "path", "builtin"):
-        if key in source:
-            split = f" [{source['split']}]" if key == "hub" and source.get("split") else ""
-            return f"{key}:{source[key]}{split}"
-    return str(source)
+def _describe(source: dict[str, Any], where: str) -> str:
+    kind = data.source_kind(source, where)
+    split = f" [{source['split']}]" if kind == "hub" and source.get("split") else ""
+    return f"{kind}:{source[kind]}{split}"

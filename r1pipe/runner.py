@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from r1pipe import config as config_mod
-from r1pipe import launch
+from r1pipe import data, launch
 from r1pipe import manifest as mf
 from r1pipe import stages
 from r1pipe.errors import R1Error, one_line
@@ -55,9 +55,8 @@ class StageContext:
     def load_rows(self, source: dict[str, Any], need: tuple[str, ...], label: str) -> list[dict[str, Any]]:
         """Training rows from a data source, with every row that overlaps an evaluation benchmark removed
         (config `decontaminate`); what was removed is counted under `label` in the manifest."""
-        from r1pipe import data
-
-        return self.decontaminate(data.load_rows(source, need=need), label, ("question", "prompt", "solution"))
+        return self.decontaminate(data.load_rows(source, need=need, where=f"{self.name}.{label}"), label,
+                                  ("question", "prompt", "solution"))
 
     def decontaminate(self, rows: list[dict[str, Any]], label: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
         from r1pipe import decontam
@@ -140,16 +139,19 @@ def states(cfg, full: bool = False) -> dict[str, mf.StageState]:
     out: dict[str, mf.StageState] = {}
     for name in recipe(cfg):
         parent_states = [out[p] for p in parents_of(cfg, name)]
+        stage_cfg, stage_dir = config_mod.stage_config(cfg, name), root / name
+        # local model directories (base.model, a distill student, a reward model by path) by content
+        inputs = mf.local_inputs(stage_dir, stages.local_models(name, stage_cfg))
         expected = None
         if all(p.complete for p in parent_states):
             expected = mf.fingerprint(
                 name,
-                config_mod.stage_config(cfg, name),
+                stage_cfg,
                 [mf.parent_lineage(p.manifest) for p in parent_states],
                 stages.code_version(name),
+                model_dirs={key: rec["sha256"] for key, rec in inputs.items()},
             )
-        stage_dir = root / name
-        out[name] = mf.stage_state(stage_dir, expected, _has_progress(stage_dir), full=full)
+        out[name] = mf.stage_state(stage_dir, expected, _has_progress(stage_dir), full=full, inputs=inputs)
     return out
 
 
@@ -207,9 +209,12 @@ def validate(cfg, names: list[str]) -> None:
         check_settings(config_mod.to_plain(cfg.eval))
     launcher = launch.spec(cfg)
     launch.check(launcher)
+    # a source that names two kinds (a +KEY={path: ...} merged into a builtin) fails here, naming the task key
+    origins = {f"task.{k}": v for k, v in config_mod.to_plain(cfg.task).items()} if cfg.get("task") else {}
     for name in names:
         mod = stages.module(name)
         stage_cfg = config_mod.stage_config(cfg, name)
+        data.check_sources(stage_cfg, name, origins)
         world = launch.world_size(launcher) if launch.distributes(launcher, mod) else 1
         if world > 1:
             launch.check_installed(launcher)
@@ -410,6 +415,7 @@ def _execute_stage(
         "fingerprint": s.expected,
         "parents": [mf.parent_lineage(parent_manifests[p]) for p in parent_names],
         "config": stage_cfg,
+        "inputs": s.inputs,  # local model directories read: path, content digest, per-file stamps (fast path)
         "outputs": dict(ctx.outputs),
         "hashes": hashes,
         "metrics": metrics,

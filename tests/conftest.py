@@ -15,6 +15,21 @@ def overrides_for(run_dir: Path, *extra: str) -> list[str]:
     return ["conf=smoke", f"run.dir={run_dir}", *extra]
 
 
+def save_tiny_model(path: Path, seed: int = 3) -> Path:
+    """A small Qwen2-style model and its tokenizer, saved as a local model directory (what base.model may name)."""
+    from r1pipe import models
+    from r1pipe.tasks import arithmetic
+
+    corpus = [f"<|im_start|>user\n{r['prompt']}<|im_end|>\n<|im_start|>assistant\n{r['solution']}<|im_end|>\n"
+              for r in arithmetic.records(arithmetic.problems(200, 1), with_solution=True)]
+    tok = models.build_tokenizer(corpus, vocab_size=290)
+    model = models.build_model(tok, {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                     "num_attention_heads": 2, "num_key_value_heads": 2}, seed=seed)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """Every stage of the smoke preset, run once for the session; tests that change it take a copy."""

@@ -246,7 +246,8 @@ def test_eval_numbers_recompute_exactly_from_saved_samples(smoke_run):
     assert len(samples) == 16 and all(len(s["samples"]) == 2 for s in samples)
     again = summarize(samples, "integer")
     assert again == {k: v for k, v in saved.items()
-                     if k not in ("seconds", "settings", "benchmark", "cache", "decontaminated") and not k.startswith("vs_")}
+                     if k not in ("seconds", "settings", "generation", "benchmark", "cache", "decontaminated")
+                     and not k.startswith("vs_")}
     # An independent recomputation: a regex of our own instead of r1pipe's parsers.
     import re
 

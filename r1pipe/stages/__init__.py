@@ -2,7 +2,8 @@
 and its parents: a PARENTS tuple, or `parents(config)` where the config picks them (reasoning_rl starts from
 cold_sft, or from base in R1-Zero). Optional: `validate(config, world_size)`, pre-flight checks that load no
 model; DISTRIBUTED = True when a launcher may run `run` on several ranks at once (trainer stages); and
-`prepare(ctx)`, their one-process part (generation) that the launching process runs first.
+`prepare(ctx)`, their one-process part (generation) that the launching process runs first; and
+`models_named(config)`, the config keys naming a model to load (a local directory's content is fingerprinted).
 Modules import torch/TRL inside `run`, so reading the graph stays cheap.
 
     base ──> cold_sft ──> reasoning_rl ──> rejection_sampling ──> second_sft ──> alignment_rl ──> distill
@@ -12,6 +13,7 @@ Modules import torch/TRL inside `run`, so reading the graph stays cheap.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
 
 from r1pipe.errors import R1Error
@@ -32,6 +34,15 @@ def parents(name: str, config: dict | None = None) -> tuple[str, ...]:
     if hasattr(mod, "parents"):
         return tuple(mod.parents(config or {}))
     return tuple(mod.PARENTS)
+
+
+def local_models(name: str, config: dict) -> dict[str, Path]:
+    """The local model directories the stage reads: {config key: directory} for each key its module's
+    `models_named(config)` lists whose value is a directory here (as transformers decides: a directory is
+    loaded from disk, anything else is a hub id). Their content enters the stage's fingerprint."""
+    mod = module(name)
+    named = mod.models_named(config) if hasattr(mod, "models_named") else {}
+    return {key: Path(str(v)).expanduser() for key, v in named.items() if v and Path(str(v)).expanduser().is_dir()}
 
 
 def code_version(name: str) -> str:

@@ -35,6 +35,14 @@ def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys([init, *models]))
 
 
+def models_named(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Each preference reward's model that is not a stage (a local path or a hub id)."""
+    from r1pipe.stages import ORDER
+
+    return {f"preference_rewards.{name}.model": p["model"] for name, p in (cfg.get("preference_rewards") or {}).items()
+            if p and p.get("model") not in ORDER}
+
+
 def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from trl import GRPOConfig
 
@@ -96,7 +104,8 @@ def _heldout(cfg) -> list[dict[str, Any]]:
 
     if not cfg.get("general_heldout"):
         return []
-    return list({r["prompt"]: r for r in data.load_rows(cfg["general_heldout"], need=("prompt",))}.values())
+    rows = data.load_rows(cfg["general_heldout"], need=("prompt",), where="alignment_rl.general_heldout")
+    return list({r["prompt"]: r for r in rows}.values())
 
 
 def _before(ctx, model, tokenizer, heldout, cfg) -> dict[str, list]:

@@ -20,6 +20,10 @@ PARENTS: tuple[str, ...] = ()
 OUTPUTS = ("model",)
 
 
+def models_named(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"model": cfg.get("model")}
+
+
 def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     """A local model directory that is not there fails before any stage runs (with the fetch command when it
     is one r1pipe can fetch)."""
@@ -40,17 +44,24 @@ def run(ctx) -> dict[str, Any]:
     if cfg.get("model"):
         remote, rev = cfg["trust_remote_code"], cfg.get("revision")
         tok = models.load_tokenizer(cfg["model"], trust_remote_code=remote, revision=rev, check=False)
-        model = models.load_causal_lm(cfg["model"], dtype=cfg["dtype"], trust_remote_code=remote, revision=rev)
+        model = models.load_causal_lm(cfg["model"], dtype=cfg["dtype"], trust_remote_code=remote, revision=rev,
+                                      clean_generation=False)
+        # The saved model's generation_config keeps only its token ids. The source's sampling recipe (Qwen2.5-
+        # Instruct: repetition_penalty, top_k 20, top_p 0.8, temperature 0.7) is not what r1pipe trains or
+        # evaluates with, so a plain `model.generate()` of any r1pipe model decodes greedily, as eval.json's
+        # greedy numbers were measured, instead of silently applying a recipe nobody measured. Recorded below.
+        ignored = models.clean_generation_config(model)
         changes, tags = models.prepare_for_r1(tok, model, tags=cfg.get("tags", "tokens"))
         summary = f"Base model `{cfg['model']}` (revision {cfg.get('revision') or 'default'}), copied by r1pipe."
         built = False
     else:
-        rows = data.load_rows(cfg["tokenizer"]["corpus"], need=("prompt", "solution"))
+        rows = data.load_rows(cfg["tokenizer"]["corpus"], need=("prompt", "solution"), where="base.tokenizer.corpus")
         corpus = [_chat_text(r) for r in rows]
         tok = models.build_tokenizer(corpus, vocab_size=cfg["tokenizer"]["vocab_size"])
         model = models.build_model(tok, cfg["arch"], seed=ctx.seed)
         summary = "A small Qwen2-style model built from scratch by r1pipe's tiny preset (random weights)."
-        built, changes, tags = True, [], {"mode": "tokens", "embedding_rows": "trained from scratch"}
+        built, changes, ignored = True, [], {}
+        tags = {"mode": "tokens", "embedding_rows": "trained from scratch"}
     save_model(model, tok, out, model_card(NAME, {}, cfg, summary))
     return {
         "source": cfg.get("model") or "built",
@@ -58,6 +69,7 @@ def run(ctx) -> dict[str, Any]:
         "built_from_scratch": built,
         "tokenizer_changes": changes,
         "tags": tags,  # how <think>/<answer> are written: one token each (new or spare rows) or text
+        "generation_config_ignored": ignored,  # the source model's generation settings r1pipe never applies
         "parameters": models.count_parameters(model),
         "vocab_size": len(tok),
     }

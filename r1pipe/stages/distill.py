@@ -34,6 +34,10 @@ def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
     return (cfg.get("teacher") or "alignment_rl",)
 
 
+def models_named(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"student.model": (cfg.get("student") or {}).get("model")}
+
+
 def _method(cfg: dict[str, Any]) -> tuple[type, dict[str, Any]]:
     """The TRL config class of the chosen method and the stage config with that method's trainer block."""
     from r1pipe.errors import R1Error

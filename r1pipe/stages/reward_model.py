@@ -49,7 +49,8 @@ def run(ctx) -> dict[str, Any]:
     init = parents(cfg)[0]
     init_dir = ctx.parent_output(init, "model")
     args = training.trl_config(RewardConfig, NAME, cfg, ctx.trainer_dir, ctx.seed)
-    pairs = ctx.decontaminate(data.load_preferences(cfg["data"]), "data", ("prompt", "chosen", "rejected"))
+    pairs = ctx.decontaminate(data.load_preferences(cfg["data"], "reward_model.data"), "data",
+                              ("prompt", "chosen", "rejected"))
     dataset = Dataset.from_list([
         {"prompt": [{"role": "user", "content": p["prompt"]}],
          "chosen": [{"role": "assistant", "content": p["chosen"]}],
@@ -77,7 +78,7 @@ def run(ctx) -> dict[str, Any]:
     metrics["pairs"] = len(pairs)
     if cfg.get("heldout") and training.is_main():
         metrics["heldout"] = pair_accuracy(RewardModel(out, dtype=cfg.get("dtype", "float32"), trust_remote_code=remote),
-                                           data.load_preferences(cfg["heldout"]))
+                                           data.load_preferences(cfg["heldout"], "reward_model.heldout"))
     return metrics
 
 

@@ -1,0 +1,135 @@
+"""Generation follows r1pipe's Sampling and nothing else: a model's own generation_config (Qwen2.5-Instruct ships
+repetition_penalty, top_k, top_p, temperature) never changes what r1pipe generates, trains on or reports."""
+
+import json
+import sys
+import types
+
+import pytest
+
+from conftest import save_tiny_model
+from r1pipe import models
+from r1pipe.generation import Sampling, generate, generation_settings, make_engine, vllm_settings
+
+# settings r1pipe names itself, and settings it never names (transformers would fill those from the model's)
+ODD = {"repetition_penalty": 1.5, "top_k": 3, "top_p": 0.5, "temperature": 0.1, "do_sample": True,
+       "no_repeat_ngram_size": 2, "min_new_tokens": 6, "max_new_tokens": 3, "num_beams": 2, "length_penalty": 2.0,
+       "min_p": 0.5, "typical_p": 0.5, "suppress_tokens": list(range(3, 150))}
+PROMPTS = ["12+34", "567+89", "5+5", "hello there"]
+GREEDY = Sampling(n=1, max_new_tokens=16)
+SAMPLED = Sampling(n=3, temperature=0.9, top_p=0.95, max_new_tokens=16, seed=5)
+
+
+@pytest.fixture(scope="module")
+def twin_models(tmp_path_factory):
+    """The same weights saved twice: with a clean generation_config, and with one full of odd settings."""
+    root = tmp_path_factory.mktemp("twins")
+    clean, odd = save_tiny_model(root / "clean"), save_tiny_model(root / "odd")
+    ids = json.loads((clean / "generation_config.json").read_text())
+    # written as a hub repository has it (transformers refuses to save beams with sampling)
+    (odd / "generation_config.json").write_text(json.dumps({"eos_token_id": ids["eos_token_id"],
+                                                            "pad_token_id": ids["pad_token_id"], **ODD}))
+    return clean, odd
+
+
+def test_a_models_odd_generation_config_changes_nothing_r1pipe_generates(twin_models):
+    clean, odd = twin_models
+    assert json.loads((odd / "generation_config.json").read_text())["repetition_penalty"] == 1.5
+    for sampling in (GREEDY, SAMPLED, Sampling(n=2, temperature=0.9, max_new_tokens=16, max_think_tokens=4)):
+        assert make_engine(odd)(PROMPTS, sampling) == make_engine(clean)(PROMPTS, sampling)
+
+
+def test_generate_sets_the_models_config_aside_even_when_it_was_loaded_with_it(twin_models):
+    import torch
+
+    clean, odd = twin_models
+    tok = models.load_tokenizer(clean)
+    raw = models.load_causal_lm(odd, clean_generation=False)  # as transformers loads it: the odd settings on board
+    assert raw.generation_config.repetition_penalty == 1.5
+    reference = models.load_causal_lm(clean)
+    for sampling in (GREEDY, SAMPLED):
+        assert generate(raw, tok, PROMPTS, sampling) == generate(reference, tok, PROMPTS, sampling)
+    assert raw.generation_config.repetition_penalty == 1.5  # put back as it was
+    # the odd settings do change plain transformers' output: the comparison above could fail
+    enc = tok(["<|im_start|>user\n12+34<|im_end|>\n<|im_start|>assistant\n"], return_tensors="pt", add_special_tokens=False)
+    torch.manual_seed(0)
+    plain_odd = raw.generate(**enc, max_new_tokens=16, do_sample=False)
+    plain_clean = reference.generate(**enc, max_new_tokens=16, do_sample=False)
+    assert plain_odd.tolist() != plain_clean.tolist()
+
+
+def test_every_loaded_model_keeps_only_token_ids_so_trl_rollouts_inherit_nothing(twin_models):
+    # GRPOTrainer and DistillationTrainer build a GenerationConfig of their own settings and pass it to
+    # generate(), which fills every field they leave unset (no_repeat_ngram_size, min_new_tokens, ...) from the
+    # model's generation_config: r1pipe hands them models whose config holds token ids alone.
+    _, odd = twin_models
+    model = models.load_causal_lm(odd)
+    kept = {k for k in model.generation_config.to_diff_dict() if k != "transformers_version"}
+    assert kept <= set(models.GENERATION_IDS) and "eos_token_id" in kept
+    dropped = models.clean_generation_config(models.load_causal_lm(odd, clean_generation=False))
+    assert dropped == ODD
+
+
+def test_the_settings_are_complete_and_vllm_gets_the_same_ones():
+    greedy, sampled = generation_settings(GREEDY), generation_settings(SAMPLED)
+    assert greedy == {"do_sample": False, "num_beams": 1, "max_new_tokens": 16, "min_new_tokens": 0,
+                      "num_return_sequences": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+    assert sampled == {**greedy, "do_sample": True, "num_return_sequences": 3, "temperature": 0.9, "top_p": 0.95,
+                       "top_k": 0}
+    v = vllm_settings(SAMPLED, eos=7)
+    assert (v["n"], v["temperature"], v["top_p"], v["top_k"], v["min_p"], v["repetition_penalty"], v["min_tokens"],
+            v["max_tokens"], v["seed"], v["stop_token_ids"]) == (3, 0.9, 0.95, 0, 0.0, 1.0, 0, 16, 5, [7])
+    assert vllm_settings(GREEDY, eos=7)["temperature"] == 0.0
+
+
+def test_the_vllm_engine_loads_no_generation_config_and_passes_every_setting(twin_models, monkeypatch):
+    seen = {}
+
+    class LLM:
+        def __init__(self, **kwargs):
+            seen["llm"] = kwargs
+
+        def generate(self, prompts, params, use_tqdm=True):
+            out = types.SimpleNamespace(outputs=[types.SimpleNamespace(text="x")] * params.n)
+            return [out for _ in prompts]
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            seen["params"] = kwargs
+            self.n = kwargs["n"]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    clean, _ = twin_models
+    assert make_engine(clean, backend="vllm")(PROMPTS[:2], SAMPLED) == [["x"] * 3] * 2
+    assert seen["llm"]["generation_config"] == "vllm"  # vLLM's "auto" would read the model's generation_config.json
+    eos = models.load_tokenizer(clean).convert_tokens_to_ids(models.EOS_TURN)
+    assert seen["params"] == vllm_settings(SAMPLED, eos)
+
+
+def test_eval_records_every_setting_it_generated_with(twin_models, tmp_path):
+    from r1pipe.evaluation import evaluate_model
+
+    _, odd = twin_models
+    settings = {"backend": "transformers", "dtype": "float32", "greedy": True, "k": 2, "temperature": 0.6,
+                "top_p": 0.95, "max_new_tokens": 8, "batch_size": 8, "seed": 0, "shard_size": 8, "budget": None}
+    rows = [{"id": "a", "prompt": "12+34", "answer": "46"}, {"id": "b", "prompt": "5+5", "answer": "10"}]
+    metrics, _, hit = evaluate_model(odd, rows, settings, "integer", tmp_path / "entry")
+    again, _, hit_again = evaluate_model(odd, rows, settings, "integer", tmp_path / "entry")
+    assert (hit, hit_again) == (False, True) and again["generation"] == metrics["generation"]
+    gen = metrics["generation"]
+    assert gen["backend"] == "transformers"
+    assert gen["greedy"] == {**generation_settings(Sampling(n=1, max_new_tokens=8)), "seed": 0}
+    assert gen["sampled"]["top_k"] == 0 and gen["sampled"]["repetition_penalty"] == 1.0
+    assert gen["sampled"]["temperature"] == 0.6 and gen["sampled"]["top_p"] == 0.95
+    assert gen["sampled"]["no_repeat_ngram_size"] == 0 and gen["sampled"]["min_new_tokens"] == 0
+
+
+def test_base_records_the_source_settings_it_ignores_and_saves_token_ids_only(twin_models, tmp_path):
+    from r1pipe import config, runner
+
+    _, odd = twin_models
+    ov = ["conf=smoke", f"run.dir={tmp_path / 'run'}", f"base.model={odd}", "run.stages=[base]"]
+    manifest = runner.run_stage(config.load(ov), "base", ov)
+    assert manifest["metrics"]["generation_config_ignored"] == ODD
+    saved = json.loads((tmp_path / "run" / "base" / "model" / "generation_config.json").read_text())
+    assert set(saved) - {"transformers_version"} == {"eos_token_id", "pad_token_id"}
