@@ -163,7 +163,7 @@ def _convert(gguf: Path, out: Path, item: Fetchable) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        # a GGUF file holds tensors and metadata, never code: nothing to trust, and nothing is trusted
+    # a GGUF file holds tensors and metadata, never code: nothing to trust, and nothing is trusted
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
                                                   trust_remote_code=False)
