@@ -81,7 +81,7 @@ def test_saved_chat_templates_render_in_plain_jinja2(smoke_run):
     for stage in ("base", "cold_sft", "second_sft", "distill"):
         path = smoke_run / stage / "model"
         tok = AutoTokenizer.from_pretrained(path)
-        assert "generation" not in tok.chat_template
+        assert "{% generation %}" not in tok.chat_template
         text = jinja2.Environment().from_string(tok.chat_template).render(messages=turns, add_generation_prompt=True)
         assert text == tok.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
         assert text.endswith("<|im_start|>assistant\n")
