@@ -35,9 +35,12 @@ pipeline: install
 	$(R1PIPE) report conf=$(CONF)
 
 # A real pretrained model through base -> cold_sft -> reasoning_rl -> rejection_sampling -> second_sft, a few
-# steps each, evaluated on a few problems (~5 min on 2 cores): what CI runs of the smollm2 preset.
+# steps each, evaluated on a few problems (~5 min on 2 cores): what CI runs of the smollm2 preset. Then each model
+# is loaded and asked 8 held-out questions by plain transformers + jinja2, no r1pipe (greedy, 128 new tokens:
+# about 3 min per model measured on 2 shared cores), so the run's models are shown to be plain HF models.
 smollm2-ci: smollm2
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(R1PIPE) run-all conf=smollm2_ci
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) scripts/check_models.py runs/smollm2_ci
 	$(R1PIPE) status conf=smollm2_ci
 
 # Every real-model preset, checked completely without a GPU or the network: TRL configs at the launched world

@@ -7,9 +7,10 @@
     report.md      the same tables, the plots linked as files
     lineage.png    the stage graph as it ran, each node with its state and held-out accuracy
     loss.png       training loss over steps, one panel per training stage
-    rewards.png    mean reward per reward function over steps, one panel per RL stage
-    rl_dynamics.png completion length and KL over steps for the RL stages
     accuracy.png   held-out greedy accuracy and pass@1 by stage, with standard errors
+    grpo_<stage>.png  per GRPO stage (reasoning_rl, alignment_rl), against step: the weighted reward, the
+                   accuracy reward, the format reward (strict-format rate), completion length, KL to the
+                   reference and any other reward function, one panel each
 
 It never imports torch: matplotlib (Agg backend) draws the plots.
 """
@@ -177,43 +178,66 @@ def _reward_functions(log: list[dict[str, Any]]) -> list[str]:
     return sorted(names)
 
 
-def plot_rewards(rows: list[StageRow], path: Path) -> bool:
-    rl = [r for r in rows if _reward_functions(r.metrics_log)]
-    if not rl:
-        return False
-    fig, axes = _panels(len(rl), "mean reward per function (GRPO)")
-    for ax, r in zip(axes, rl):
-        for fn in _reward_functions(r.metrics_log):
-            ax.plot(*_series(r.metrics_log, f"rewards/{fn}/mean"), lw=1.2, label=fn)
-        ax.plot(*_series(r.metrics_log, "reward"), lw=1.6, color="black", ls="--", label="total (weighted)")
-        ax.set_title(r.name, fontsize=10)
+# One figure per GRPO stage, one panel per signal, so that no curve hides another: (panel title, metrics.jsonl
+# key, y range). Rates share a fixed 0..1 axis, so a flat zero reads as zero and not as noise.
+GRPO_PANELS = (
+    ("reward (weighted sum)", "reward", None),
+    ("accuracy reward", "rewards/accuracy/mean", (-0.03, 1.03)),
+    ("format reward (strict-format rate)", "rewards/format/mean", (-0.03, 1.03)),
+    ("completion length, tokens", "completions/mean_length", None),
+    ("KL to the reference", "kl", None),
+)
+
+
+def plot_grpo(rows: list[StageRow], out: Path) -> list[tuple[str, str, str]]:
+    """grpo_<stage>.png for each stage that logged rewards: its training curves against step. Returns
+    (file, title, caption) per figure; the caption names every series drawn and its metrics.jsonl key."""
+    figures = []
+    for r in rows:
+        if _reward_functions(r.metrics_log):
+            name = f"grpo_{r.name}.png"
+            drawn = _plot_grpo_stage(r, out / name)
+            figures.append((name, f"{r.name}: GRPO training curves",
+                            "Against step, from metrics.jsonl: " + "; ".join(drawn) + "."))
+    return figures
+
+
+def _plot_grpo_stage(r: StageRow, path: Path) -> list[str]:
+    from matplotlib.ticker import MaxNLocator
+
+    others = [fn for fn in _reward_functions(r.metrics_log) if fn not in ("accuracy", "format")]
+    fig, axes = _panels(len(GRPO_PANELS) + bool(others), f"{r.name}: GRPO training curves", height=2.5)
+    drawn = []
+    for ax, (title, key, ylim) in zip(axes, GRPO_PANELS):
+        xs, ys = _series(r.metrics_log, key)
+        ax.plot(xs, ys, lw=1.4, color="#d62728" if key == "kl" else "#1f77b4", marker="." if len(xs) < 30 else None)
+        if key == "completions/mean_length":  # the spread: R1's lengths grow at the long end first
+            lo, hi = _series(r.metrics_log, "completions/min_length"), _series(r.metrics_log, "completions/max_length")
+            if lo[0] and lo[0] == hi[0] == xs:
+                ax.fill_between(xs, lo[1], hi[1], color="#1f77b4", alpha=0.15, lw=0, label="min to max")
+                ax.legend(fontsize=6, loc="best")
+        if ylim:
+            ax.set_ylim(*ylim)
+        if not xs:
+            ax.text(0.5, 0.5, "not logged (beta = 0)" if key == "kl" else "not logged", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8)
+        drawn.append(f"{title}: `{key}`" if xs else f"{title}: not logged")
+        ax.set_title(title, fontsize=9)
+    if others:  # language consistency, preference rewards, ...: each unweighted, as GRPO logs them
+        ax = axes[-1]
+        for fn in others:
+            xs, ys = _series(r.metrics_log, f"rewards/{fn}/mean")
+            ax.plot(xs, ys, lw=1.2, label=fn, marker="." if len(xs) < 30 else None)
+            drawn.append(f"{fn} reward: `rewards/{fn}/mean`" if xs else f"{fn} reward: not logged")
+        ax.set_title("other reward functions", fontsize=9)
+        ax.legend(fontsize=6, loc="best")
+    for ax in axes:
         ax.set_xlabel("step", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="best")
-    return _save(fig, path)
-
-
-def plot_rl_dynamics(rows: list[StageRow], path: Path) -> bool:
-    import matplotlib.pyplot as plt
-
-    rl = [r for r in rows if _series(r.metrics_log, "completions/mean_length")[0]]
-    if not rl:
-        return False
-    fig, axes = plt.subplots(2, len(rl), figsize=(4.2 * len(rl), 4.8), squeeze=False)
-    fig.suptitle("RL dynamics: completion length and KL to the reference", fontsize=11)
-    for j, r in enumerate(rl):
-        for i, (key, label) in enumerate((("completions/mean_length", "mean completion tokens"), ("kl", "KL"))):
-            ax = axes[i][j]
-            xs, ys = _series(r.metrics_log, key)
-            ax.plot(xs, ys, lw=1.3, color="#d62728" if key == "kl" else "#2ca02c")
-            ax.set_title(f"{r.name}: {label}", fontsize=9)
-            ax.set_xlabel("step", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
-            if not xs:
-                ax.text(0.5, 0.5, "not logged (beta = 0)", ha="center", va="center", transform=ax.transAxes, fontsize=8)
-    return _save(fig, path)
+    _save(fig, path)
+    return drawn
 
 
 def plot_accuracy(rows: list[StageRow], path: Path) -> bool:
@@ -311,9 +335,7 @@ PLOTS = (
     ("lineage.png", "Lineage", plot_lineage),
     ("accuracy.png", "Held-out accuracy by stage", plot_accuracy),
     ("loss.png", "Training loss", plot_loss),
-    ("rewards.png", "Reward per function", plot_rewards),
-    ("rl_dynamics.png", "Completion length and KL", plot_rl_dynamics),
-)
+)  # then plot_grpo's figures, one per GRPO stage
 
 
 # ------------------------------------------------------------------------------------------------ writers
@@ -331,7 +353,7 @@ def build(cfg) -> Path:
     out = root / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     rows = collect(cfg)
-    plots = [(name, title) for name, title, fn in PLOTS if fn(rows, out / name)]
+    plots = [(name, title, "") for name, title, fn in PLOTS if fn(rows, out / name)] + plot_grpo(rows, out)
     head, body = table(rows)
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = f"r1pipe run {root} (conf={cfg.preset})"
@@ -385,8 +407,8 @@ def _markdown(title, when, head, body, plots, evals) -> str:
     if evals:
         parts += ["## Evaluation (R1 protocol: pass@1 over k samples at T=0.6, top-p 0.95; ± one standard error)",
                   _md_table(EVAL_HEAD, evals)]
-    for name, plot_title in plots:
-        parts += [f"## {plot_title}", f"![{plot_title}]({name})"]
+    for name, plot_title, caption in plots:
+        parts += [f"## {plot_title}", f"![{plot_title}]({name})"] + ([caption] if caption else [])
     return "\n\n".join(parts) + "\n"
 
 
@@ -422,9 +444,11 @@ def _html(title, when, head, body, plots, evals, out: Path) -> str:
                      "over k samples at temperature 0.6, top-p 0.95; cons@k = majority vote; strict format counted "
                      "apart from lenient answer accuracy; ± one standard error over problems.</p>",
                      _html_table(EVAL_HEAD, evals)]
-    for name, plot_title in plots:
+    for name, plot_title, caption in plots:
         data = base64.b64encode((out / name).read_bytes()).decode()
         sections.append(f'<h2>{html.escape(plot_title)}</h2><img alt="{html.escape(plot_title)}" '
                         f'src="data:image/png;base64,{data}">')
+        if caption:
+            sections.append(f'<p class="meta">{html.escape(caption)}</p>')
     return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n")

@@ -26,14 +26,37 @@ def test_report_has_every_stage_its_accuracy_and_the_plots(run_copy):
         assert f"<td>{stage}</td>" in html and f"| {stage} |" in md
     ev = json.loads((run_copy / "cold_sft" / "eval.json").read_text())
     assert f"{100 * ev['greedy_accuracy']:.1f}%" in html  # the numbers are the stage's own
-    for name in ("lineage.png", "accuracy.png", "loss.png", "rewards.png", "rl_dynamics.png"):
+    plots = ("lineage.png", "accuracy.png", "loss.png", "grpo_reasoning_rl.png", "grpo_alignment_rl.png")
+    for name in plots:
         data = (out / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000, name
         assert f"]({name})" in md
+    # each GRPO stage's figure draws the reward, the accuracy and format rewards and the completion length,
+    # and its caption (in both pages) names each series drawn by its metrics.jsonl key
+    for stage in ("reasoning_rl", "alignment_rl"):
+        caption = md.split(f"](grpo_{stage}.png)", 1)[1].split("\n\n")[1].strip()
+        for key in ("reward", "rewards/accuracy/mean", "rewards/format/mean", "completions/mean_length", "kl",
+                    "rewards/language_consistency/mean"):
+            assert f"`{key}`" in caption, (stage, key)
+        assert "not logged" not in caption and caption.replace("`", "") in html.replace("`", "")
+    assert "`rewards/helpfulness/mean`" in md.split("](grpo_alignment_rl.png)", 1)[1]
     # self-contained: every image is embedded, nothing is fetched
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert len(embedded) == 5 and all(base64.b64decode(e).startswith(PNG) for e in embedded)
+    assert len(embedded) == len(plots) and all(base64.b64decode(e).startswith(PNG) for e in embedded)
     assert "http://" not in html and "https://" not in html
+
+
+def test_grpo_curves_say_what_was_not_logged(tmp_path):
+    from r1pipe import report
+
+    log = [{"step": i, "reward": 0.5 * i, "rewards/accuracy/mean": 0.25 * i, "completions/mean_length": 10.0 + i}
+           for i in (1, 2, 3)]  # no format reward, no KL (beta = 0), no other reward function
+    rows = [report.StageRow("reasoning_rl", "complete", "", ["cold_sft"], metrics_log=log),
+            report.StageRow("cold_sft", "complete", "", ["base"], metrics_log=[{"step": 1, "loss": 2.0}])]
+    [(name, title, caption)] = report.plot_grpo(rows, tmp_path)
+    assert name == "grpo_reasoning_rl.png" and (tmp_path / name).read_bytes().startswith(PNG)
+    assert "accuracy reward: `rewards/accuracy/mean`" in caption and "`completions/mean_length`" in caption
+    assert "format reward (strict-format rate): not logged" in caption and "KL to the reference: not logged" in caption
 
 
 def test_report_of_a_partial_run_shows_what_is_missing(run_copy):
