@@ -184,7 +184,7 @@ def cache_key(model_sha256: str, rows: list[dict[str, str]], settings: dict[str,
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-PROTOCOL_VERSION = 3  # bump when summarize() or the sampling procedure changes what a cached result means
+PROTOCOL_VERSION = 4  # bump when summarize() or the sampling procedure changes what a cached result means
 
 
 def evaluate_model(

@@ -133,3 +133,58 @@ def test_base_records_the_source_settings_it_ignores_and_saves_token_ids_only(tw
     assert manifest["metrics"]["generation_config_ignored"] == ODD
     saved = json.loads((tmp_path / "run" / "base" / "model" / "generation_config.json").read_text())
     assert set(saved) - {"transformers_version"} == {"eos_token_id", "pad_token_id"}
+
+
+# The engine's own decoding loop (generation.decode): what model.generate computes, for less.
+
+
+def test_greedy_decoding_matches_transformers_generate_token_for_token(twin_models):
+    import torch
+
+    from r1pipe.generation import _config, chat_prompts
+
+    clean, _ = twin_models
+    tok, model = models.load_tokenizer(clean), models.load_causal_lm(clean)
+    turns = PROMPTS * 3  # prompts of different lengths: left padding, rows that finish at different steps
+    ours = generate(model, tok, turns, Sampling(n=1, max_new_tokens=24, batch_size=5))
+    texts = chat_prompts(tok, turns)
+    tok.padding_side = "left"
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        seqs = model.generate(**enc, generation_config=_config(Sampling(n=1, max_new_tokens=24),
+                                                               model.generation_config.eos_token_id, tok.pad_token_id))
+    theirs = tok.batch_decode(seqs[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert [o[0] for o in ours] == theirs
+
+
+def test_nucleus_sampling_keeps_exactly_transformers_top_p_set_and_its_distribution():
+    import torch
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from r1pipe.generation import NUCLEUS_CANDIDATES, _pick
+
+    torch.manual_seed(0)
+    vocab = 500
+    peaked = torch.randn(3, vocab) * 4  # the nucleus is a handful of tokens: the candidates hold it
+    flat = torch.randn(2, vocab) * 0.1  # the nucleus is most of the vocabulary: the full-sort fallback
+    for logits, temperature, top_p in ((peaked, 0.6, 0.95), (flat, 1.0, 0.9), (torch.cat([peaked, flat]), 0.6, 0.95)):
+        scaled = logits / temperature
+        expected = torch.softmax(TopPLogitsWarper(top_p)(None, scaled.clone()), -1)  # transformers' nucleus
+        if logits is flat:
+            assert (expected > 0).sum(-1).min() > NUCLEUS_CANDIDATES  # this case does exercise the fallback
+        draws = torch.stack([_pick(logits, Sampling(temperature=temperature, top_p=top_p)) for _ in range(4000)], 1)
+        for row in range(logits.shape[0]):
+            support = set(torch.nonzero(expected[row]).squeeze(1).tolist())
+            assert set(draws[row].tolist()) <= support  # never a token outside transformers' nucleus
+            counts = torch.bincount(draws[row], minlength=vocab).float() / draws.shape[1]
+            top = expected[row].argmax()
+            assert abs(counts[top] - expected[row][top]) < 0.04  # and its probabilities, renormalized
+
+
+def test_sampling_is_reproducible_from_the_seed_and_varies_with_it(twin_models):
+    clean, _ = twin_models
+    tok, model = models.load_tokenizer(clean), models.load_causal_lm(clean)
+    a = generate(model, tok, PROMPTS, SAMPLED)
+    assert a == generate(model, tok, PROMPTS, SAMPLED)
+    assert a != generate(model, tok, PROMPTS, Sampling(**{**SAMPLED.__dict__, "seed": 6}))
+    assert all(len(group) == SAMPLED.n for group in a)
