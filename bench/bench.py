@@ -197,18 +197,22 @@ def bench_overhead(repeats: int) -> dict:
 
 
 def matmul_flops() -> dict:
-    """This machine's fp32 matmul FLOP/s with torch's threads: the ceiling the efficiency figures divide by."""
+    """This machine's matmul FLOP/s with torch's threads, in float32 and in bfloat16 (a CPU with AMX runs
+    bf16 several times faster; one without may run it slower): the ceilings the efficiency figures divide by."""
     import torch
 
-    best = {}
-    for n in (512, 1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b  # warm-up
-        reps = max(2, int(2e9 / (2 * n**3)))
-        t, _ = median_time(lambda: [a @ b for _ in range(reps)], 3)
-        best[n] = 2 * n**3 * reps / t
-    return {"threads": torch.get_num_threads(), "gflops_by_size": {k: round(v / 1e9, 1) for k, v in best.items()},
-            "peak_gflops": round(max(best.values()) / 1e9, 1)}
+    out: dict = {"threads": torch.get_num_threads()}
+    for dtype, prefix in ((torch.float32, ""), (torch.bfloat16, "bf16_")):
+        best = {}
+        for n in (512, 1024, 2048):
+            a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+            a @ b  # warm-up
+            reps = max(2, int(2e9 / (2 * n**3)))
+            t, _ = median_time(lambda: [a @ b for _ in range(reps)], 3)
+            best[n] = 2 * n**3 * reps / t
+        out[f"{prefix}gflops_by_size"] = {k: round(v / 1e9, 1) for k, v in best.items()}
+        out[f"{prefix}peak_gflops"] = round(max(best.values()) / 1e9, 1)
+    return out
 
 
 def efficiency(over: dict, peak_gflops: float) -> dict:
@@ -423,6 +427,7 @@ def markdown(r: dict) -> str:
     for key in sorted(k for k in w if k.endswith("_per_s") and not k.startswith("math_verify")):
         rows.append(f"| reward `{key[:-6]}` ({w['completions']:,} completions) | {w[key]:,} rewards/s |")
     rows.append(f"| this machine's fp32 matmul peak ({r['matmul']['threads']} threads) | {r['matmul']['peak_gflops']} GFLOP/s |")
+    rows.append(f"| this machine's bf16 matmul peak ({r['matmul']['threads']} threads) | {r['matmul']['bf16_peak_gflops']} GFLOP/s |")
     for kind in ("sft", "grpo"):
         x = e[kind]
         rows.append(f"| {kind.upper()} on the tiny model ({e['params'] / 1e6:.2f}M params) | {x['tokens_per_s']:,} tokens/s, "
