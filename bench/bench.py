@@ -58,11 +58,30 @@ def model_for_bench(tmp: Path):
     return tok, models.build_model(tok, arch, seed=0), "tiny base (random weights)"
 
 
-def bench_generation(repeats: int) -> dict:
-    """The generation engine vs a plain loop calling generate once per prompt with num_return_sequences=k."""
+def generate_loop(model, tok, user_turns: list, sampling) -> list[list[str]]:
+    """The plain alternative to the engine: one `generate` per prompt (num_return_sequences=k), no batching
+    across prompts, so no padding either."""
     import torch
 
-    from r1pipe.generation import Sampling, chat_prompts, generate
+    from r1pipe.generation import chat_prompts
+
+    greedy = sampling.temperature <= 0
+    sample_kwargs = {} if greedy else dict(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+    out = []
+    torch.manual_seed(sampling.seed)  # as the engine does
+    with torch.inference_mode():
+        for t in chat_prompts(tok, user_turns):
+            enc = tok(t, return_tensors="pt", add_special_tokens=False)
+            seqs = model.generate(**enc, do_sample=not greedy, num_return_sequences=sampling.n,
+                                  max_new_tokens=sampling.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                  eos_token_id=model.generation_config.eos_token_id, **sample_kwargs)
+            out.append(tok.batch_decode(seqs[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    return out
+
+
+def bench_generation(repeats: int) -> dict:
+    """The generation engine vs a plain loop calling generate once per prompt with num_return_sequences=k."""
+    from r1pipe.generation import Sampling, generate
     from r1pipe.tasks import arithmetic
 
     tok, model, which = model_for_bench(Path("/tmp"))
@@ -75,15 +94,7 @@ def bench_generation(repeats: int) -> dict:
         generate(model, tok, prompts, sampling)
 
     def plain_loop():
-        tok.padding_side = "left"
-        texts = chat_prompts(tok, prompts)
-        with torch.inference_mode():
-            for t in texts:
-                enc = tok(t, return_tensors="pt", add_special_tokens=False)
-                out = model.generate(**enc, do_sample=True, temperature=0.6, top_p=0.95, top_k=0,
-                                     num_return_sequences=k, max_new_tokens=max_new,
-                                     pad_token_id=tok.pad_token_id, eos_token_id=model.generation_config.eos_token_id)
-                tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        generate_loop(model, tok, prompts, sampling)
 
     engine()  # warm-up
     e_times, l_times = [], []
