@@ -397,3 +397,52 @@ def generate_sharded(engine, user_turns: list[str], sampling: Sampling, shard_di
             rate = generated / max(time.time() - t0, 1e-9)
             log.info("generation: shard %d/%d done (%.0f samples/s)", i + 1, n_shards, rate)
     return out, generated / max(time.time() - t0, 1e-9) if generated else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# GRPO's rollouts through the engine's loop (TRL's rollout_func), where TRL would call model.generate.
+
+
+def grpo_rollout(args):
+    """A TRL `rollout_func` that samples each prompt's completion with `decode` (temperature + top-p, as
+    GRPOConfig asks) from the policy being trained, in its own dtype: on a CPU, TRL's `model.generate` spent
+    62% of a SmolLM2 GRPO step sampling, mostly around the model. None where the config asks for what the
+    loop does not do (vLLM, top-k, min-p, a repetition penalty, extra generation kwargs): TRL's own path then.
+
+    Rows arrive as TRL's sampler orders them (each prompt num_generations times); each gets one completion,
+    returned up to and including its end of turn, as TRL's own path returns it."""
+    unsupported = (args.use_vllm or (args.top_k or 0) > 0 or args.min_p is not None or args.repetition_penalty != 1.0
+                   or args.generation_kwargs)
+    if unsupported:
+        return None
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental; r1pipe tests it
+    sampling = Sampling(n=1, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_completion_length)
+
+    def rollout(prompts, trainer):
+        import torch
+
+        zero = getattr(trainer.accelerator.state.deepspeed_plugin, "zero_stage", 0)
+        if getattr(trainer, "is_fsdp_enabled", False) or zero == 3:
+            from r1pipe.errors import R1Error
+
+            raise R1Error("rollouts: engine samples from the whole model, which ZeRO-3 and FSDP shard across ranks",
+                          hint="set rollouts=trl for this stage under a sharding launcher (or use_vllm)")
+        tokenizer = trainer.processing_class
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        prompt_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in chat_prompts(tokenizer, prompts)]
+        width = max(len(ids) for ids in prompt_ids)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompt_ids], device=model.device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids], device=model.device)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                completions = decode(model, input_ids, mask, sampling, list(trainer.eos_token_ids))
+        finally:
+            model.train(was_training)
+        return {"prompt_ids": prompt_ids, "completion_ids": completions, "logprobs": None}
+
+    return rollout

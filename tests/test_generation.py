@@ -188,3 +188,29 @@ def test_sampling_is_reproducible_from_the_seed_and_varies_with_it(twin_models):
     assert a == generate(model, tok, PROMPTS, SAMPLED)
     assert a != generate(model, tok, PROMPTS, Sampling(**{**SAMPLED.__dict__, "seed": 6}))
     assert all(len(group) == SAMPLED.n for group in a)
+
+
+def test_grpo_samples_its_groups_through_the_engine_or_trl_as_configured(run_copy):
+    """reasoning_rl's rollouts come from r1pipe's loop by default and from TRL's generate with rollouts=trl:
+    both move the policy along a reward that varies, log completions within max_completion_length, and say
+    which sampled."""
+    from safetensors.torch import load_file
+
+    import torch
+
+    from conftest import overrides_for
+    from r1pipe import config, runner
+
+    chars = "+reasoning_rl.rewards.chars={function: 'conftest:char_length_reward', weight: 1.0}"
+    before = load_file(run_copy / "cold_sft" / "model" / "model.safetensors")
+    runs = {}
+    for rollouts in ("engine", "trl"):
+        ov = overrides_for(run_copy, chars, f"reasoning_rl.rollouts={rollouts}", "eval.after_stage=false")
+        m = runs[rollouts] = runner.run_stage(config.load(ov), "reasoning_rl", ov)
+        assert m["metrics"]["rollouts"] == {"engine": "r1pipe engine", "trl": "trl"}[rollouts]
+        assert m["metrics"]["global_step"] == 4 and 0 < m["metrics"]["final_completions_mean_length"] <= 24
+        after = load_file(run_copy / "reasoning_rl" / "model" / "model.safetensors")
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert runs["engine"]["fingerprint"] != runs["trl"]["fingerprint"]
+    with pytest.raises(Exception, match="rollouts must be engine or trl"):
+        runner.validate(config.load(overrides_for(run_copy, "reasoning_rl.rollouts=vllm")), ["reasoning_rl"])

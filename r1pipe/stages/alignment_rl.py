@@ -54,6 +54,7 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     training.trl_config(GRPOConfig, NAME, block, Path("unused"), seed=0)
     training.lora(NAME, cfg)
     rewards.build(cfg["rewards"])
+    reasoning_rl.check_rollouts(NAME, cfg)
     for name, p in (cfg.get("preference_rewards") or {}).items():
         if p is None:
             continue
@@ -125,7 +126,7 @@ def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from r1pipe import data, models, preference, rewards, training
+    from r1pipe import data, generation, models, preference, rewards, training
     from r1pipe.stages import reasoning_rl
 
     cfg = ctx.config
@@ -166,10 +167,12 @@ def run(ctx) -> dict[str, Any]:
     measure = bool(heldout and judges and training.is_main())
     before = _before(ctx, model, tokenizer, heldout, cfg) if measure else None
 
+    rollout = generation.grpo_rollout(args) if cfg.get("rollouts", "engine") == "engine" else None
     trainer = GRPOTrainer(model=model, reward_funcs=rule_funcs + pref_funcs, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=training.lora(NAME, cfg))
+                          processing_class=tokenizer, peft_config=training.lora(NAME, cfg), rollout_func=rollout)
     trainer.add_callback(reasoning_rl.samples_callback(trainer, ctx.dir / "samples.jsonl", cfg["log_samples"]))
     metrics = training.train(trainer, ctx.metrics_path)
+    metrics["rollouts"] = "r1pipe engine" if rollout else "trl"
 
     summary = (f"GRPO from `{init}` on {len(reasoning)} reasoning and {len(general)} general prompts; rule rewards "
                f"{', '.join(f.__name__ for f in rule_funcs)}; preference rewards "

@@ -36,6 +36,14 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     training.trl_config(GRPOConfig, NAME, validation_block(trainer_block(NAME, cfg), world_size), Path("unused"), seed=0)
     training.lora(NAME, cfg)
     rewards.build(cfg["rewards"])
+    check_rollouts(NAME, cfg)
+
+
+def check_rollouts(stage: str, cfg: dict[str, Any]) -> None:
+    from r1pipe.errors import R1Error
+
+    if cfg.get("rollouts", "engine") not in ("engine", "trl"):
+        raise R1Error(f"{stage}.rollouts must be engine or trl, got {cfg['rollouts']!r}")
 
 
 def validation_block(cfg: dict[str, Any], world_size: int) -> dict[str, Any]:
@@ -82,7 +90,7 @@ def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from r1pipe import data, models, rewards, training
+    from r1pipe import data, generation, models, rewards, training
 
     cfg = ctx.config
     init = parents(cfg)[0]
@@ -106,12 +114,14 @@ def run(ctx) -> dict[str, Any]:
     )
     # With a peft: block TRL trains a LoRA adapter, and its reference model for the KL term is this same model
     # with the adapter switched off: no second copy is loaded
+    rollout = generation.grpo_rollout(args) if cfg.get("rollouts", "engine") == "engine" else None
     trainer = GRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
-        peft_config=training.lora(NAME, cfg),
+        peft_config=training.lora(NAME, cfg), rollout_func=rollout,
     )
     trainer.add_callback(samples_callback(trainer, ctx.dir / "samples.jsonl", cfg["log_samples"]))
     metrics = training.train(trainer, ctx.metrics_path)
+    metrics["rollouts"] = "r1pipe engine" if rollout else "trl"
 
     card = training.model_card(
         NAME, ctx.parent_manifests, cfg,
