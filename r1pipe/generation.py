@@ -439,7 +439,10 @@ def grpo_rollout(args):
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad():
+            # Under the trainer's mixed precision, as its forward passes run: and as ONE autocast region, so
+            # each weight is cast to bf16 once per rollout, not once per decoded token (a region's cast cache
+            # lives until its outermost exit; the trainer wraps every forward in a region of its own)
+            with torch.no_grad(), trainer.accelerator.autocast():
                 completions = decode(model, input_ids, mask, sampling, list(trainer.eos_token_ids))
         finally:
             model.train(was_training)
