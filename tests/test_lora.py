@@ -11,6 +11,7 @@ import pytest
 from conftest import overrides_for
 from r1pipe import config, preflight, runner
 from r1pipe.errors import R1Error
+from r1pipe.models import SERVING_TEMPLATE
 
 # Rank 2 on the smoke model's seven linear layers: ~5% of its parameters (rank 16 would be as many as it has)
 LORA = "{r: 2, lora_alpha: 4, lora_dropout: 0.0, target_modules: all-linear}"
@@ -76,7 +77,7 @@ def test_lora_sft_trains_only_the_adapter_and_saves_a_plain_merged_model(lora_ru
     assert type(model).__name__ == "Qwen2ForCausalLM"
     assert not any("lora" in n or "base_layer" in n for n, _ in model.named_parameters())
     tok = AutoTokenizer.from_pretrained(model_dir)
-    assert "{% generation %}" in tok.chat_template
+    assert tok.chat_template == SERVING_TEMPLATE
     card = (model_dir / "README.md").read_text()
     assert card.startswith("---") and "LoRA (r=2, lora_alpha=4, lora_dropout=0.0, target_modules=all-linear) merged" in card
 

@@ -14,6 +14,7 @@ import pytest
 from conftest import overrides_for
 from r1pipe import config, runner
 from r1pipe.errors import R1Error
+from r1pipe.models import SERVING_TEMPLATE
 
 
 ALL = ("base", "cold_sft", "reasoning_rl", "rejection_sampling", "second_sft", "reward_model", "alignment_rl", "distill")
@@ -80,7 +81,7 @@ def test_cold_sft_changed_the_weights_and_loads_with_plain_transformers(smoke_ru
     eot = tok.convert_tokens_to_ids("<|im_end|>")
     assert tok.eos_token == "<|im_end|>" and tok.pad_token_id != tok.eos_token_id
     assert model.generation_config.eos_token_id == eot
-    assert "{% generation %}" in tok.chat_template
+    assert tok.chat_template == SERVING_TEMPLATE  # plain Jinja2: serving stacks render it as saved
     ids = tok.encode("<think>1+2=3</think><answer>3</answer>")
     assert tok.decode(ids, skip_special_tokens=True) == "<think>1+2=3</think><answer>3</answer>"  # tags survive
     prompt = tok.apply_chat_template([{"role": "user", "content": "347+285"}], add_generation_prompt=True,
@@ -307,7 +308,7 @@ def test_a_hub_style_base_model_is_prepared_for_the_recipe(smoke_run, tmp_path):
     assert any("chat template" in c for c in m["metrics"]["tokenizer_changes"])
     out = tmp_path / "run" / "base" / "model"
     tok2, model2 = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
-    assert "{% generation %}" in tok2.chat_template and tok2.eos_token == "<|im_end|>"
+    assert tok2.chat_template == SERVING_TEMPLATE and tok2.eos_token == "<|im_end|>"
     assert tok2.pad_token_id != tok2.eos_token_id
     assert model2.get_input_embeddings().weight.shape[0] >= len(tok2)
     assert _manifest(tmp_path / "run", "cold_sft")["status"] == "complete"

@@ -19,8 +19,8 @@ def scripted_engine(turns, sampling):
     from r1pipe.tasks.arithmetic import parse_prompt, working
 
     out = []
-    for t in turns:
-        a, b = parse_prompt(t)
+    for t in turns:  # a chat: the user's turn holds the problem
+        a, b = parse_prompt(t[-1]["content"] if isinstance(t, list) else t)
         good = OK.format(w=working(a, b), s=a + b)
         out.append([good, good, OK.format(w=working(a, b), s=a + b + 1),
                     OK.format(w="加 " + working(a, b), s=a + b), f"{a + b}"][: sampling.n])
@@ -51,15 +51,20 @@ def test_filters_provenance_and_a_dataset_trl_trains_on(run_copy, scripted):
     rejected = load_dataset("parquet", data_files=str(run_copy / "rejection_sampling" / "rejected.parquet"), split="train")
     assert sorted(set(rejected["filter_reason"])) == ["duplicate", "mixed_language", "no_answer", "wrong"]
 
-    # TRL's own SFTTrainer trains on the dataset unchanged.
+    # TRL's own SFTTrainer trains on the dataset unchanged. Models ship the plain serving template (as Qwen and
+    # SmolLM do); assistant-only loss needs the training one with {% generation %} markers, r1pipe's CHAT_TEMPLATE.
     from trl import SFTConfig, SFTTrainer
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from r1pipe.models import CHAT_TEMPLATE
 
     base = run_copy / "base" / "model"
     args = SFTConfig(output_dir=str(run_copy / "trl"), max_steps=2, per_device_train_batch_size=4, use_cpu=True,
                      bf16=False, report_to="none", assistant_only_loss=True, save_strategy="no")
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.chat_template = CHAT_TEMPLATE
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(base), args=args, train_dataset=ds,
-                         processing_class=AutoTokenizer.from_pretrained(base))
+                         processing_class=tok)
     assert trainer.train().global_step == 2
 
 
