@@ -9,6 +9,7 @@ import pytest
 
 from conftest import save_tiny_model
 from r1pipe import models
+from r1pipe.errors import R1Error
 from r1pipe.generation import Sampling, generate, generation_settings, make_engine, vllm_settings
 
 # settings r1pipe names itself, and settings it never names (transformers would fill those from the model's)
@@ -214,3 +215,13 @@ def test_grpo_samples_its_groups_through_the_engine_or_trl_as_configured(run_cop
     assert runs["engine"]["fingerprint"] != runs["trl"]["fingerprint"]
     with pytest.raises(Exception, match="rollouts must be engine or trl"):
         runner.validate(config.load(overrides_for(run_copy, "reasoning_rl.rollouts=vllm")), ["reasoning_rl"])
+
+
+def test_difficulty_filter_dtype_is_checked_up_front(tmp_path):
+    from conftest import overrides_for
+
+    from r1pipe import config, preflight
+
+    ov = overrides_for(tmp_path / "run", "reasoning_rl.difficulty_filter.dtype=float16")
+    with pytest.raises(R1Error, match="difficulty_filter.dtype must be bfloat16 or null"):
+        preflight.check(config.load(ov), ["reasoning_rl"])

@@ -37,6 +37,11 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     training.lora(NAME, cfg)
     rewards.build(cfg["rewards"])
     check_rollouts(NAME, cfg)
+    dtype = (cfg.get("difficulty_filter") or {}).get("dtype")
+    if dtype not in (None, "bfloat16"):
+        from r1pipe.errors import R1Error
+
+        raise R1Error(f"{NAME}.difficulty_filter.dtype must be bfloat16 or null (the model's own), got {dtype!r}")
 
 
 def check_rollouts(stage: str, cfg: dict[str, Any]) -> None:
@@ -150,7 +155,11 @@ def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
             n=f["k"], temperature=f["temperature"], top_p=1.0, max_new_tokens=f["max_new_tokens"],
             batch_size=f["batch_size"], seed=ctx.seed,
         )
-        outs = generate(model, tokenizer, [data.chat(r) for r in rows], sampling, desc="difficulty filter")
+        import torch
+
+        # bf16 autocast: pass rates need no more precision than evaluation's bf16 samples have
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=f.get("dtype") == "bfloat16"):
+            outs = generate(model, tokenizer, [data.chat(r) for r in rows], sampling, desc="difficulty filter")
         rates = [sum(is_correct(c, r["answer"], cfg["verifier"]) for c in o) / len(o) for r, o in zip(rows, outs)]
         # whole or absent: a resume never reads a torn cache
         write_jsonl_atomic(cache, [{"prompt": r["prompt"], "pass_rate": rate} for r, rate in zip(rows, rates)])
