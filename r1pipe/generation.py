@@ -405,7 +405,7 @@ def generate_sharded(engine, user_turns: list[str], sampling: Sampling, shard_di
 
 def grpo_rollout(args):
     """A TRL `rollout_func` that samples each prompt's completion with `decode` (temperature + top-p, as
-    GRPOConfig asks) from the policy being trained, in its own dtype: on a CPU, TRL's `model.generate` spent
+    GRPOConfig asks) from the policy being trained, under the trainer's autocast: on a CPU, TRL's `model.generate` spent
     62% of a SmolLM2 GRPO step sampling, mostly around the model. None where the config asks for what the
     loop does not do (vLLM, top-k, min-p, a repetition penalty, extra generation kwargs): TRL's own path then.
 
