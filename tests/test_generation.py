@@ -225,3 +225,28 @@ def test_difficulty_filter_dtype_is_checked_up_front(tmp_path):
     ov = overrides_for(tmp_path / "run", "reasoning_rl.difficulty_filter.dtype=float16")
     with pytest.raises(R1Error, match="difficulty_filter.dtype must be bfloat16 or null"):
         preflight.check(config.load(ov), ["reasoning_rl"])
+
+
+@pytest.mark.parametrize("dtype, autocast", [("bfloat16", True), (None, False)])
+def test_difficulty_filter_samples_under_bf16_autocast_when_asked(tmp_path, monkeypatch, dtype, autocast):
+    import torch
+
+    from r1pipe import generation
+    from r1pipe.stages import reasoning_rl
+
+    seen = []
+
+    def fake_generate(model, tokenizer, turns, sampling, desc=""):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return [["<think>x</think><answer>3</answer>", "<think>x</think><answer>4</answer>"] for _ in turns]
+
+    monkeypatch.setattr(generation, "generate", fake_generate)
+    ctx = types.SimpleNamespace(dir=tmp_path, seed=0)
+    rows = [{"prompt": "1+2", "answer": "3"}, {"prompt": "2+2", "answer": "4"}]
+    f = {"k": 2, "temperature": 0.7, "max_new_tokens": 8, "batch_size": 4, "dtype": dtype,
+         "min_pass_rate": 0.0, "max_pass_rate": 1.0}
+    model = types.SimpleNamespace(device=torch.device("cpu"))  # generate is faked: only the device is read
+    kept, stats = reasoning_rl._difficulty_filter(ctx, model, None, rows,
+                                                 {"difficulty_filter": f, "verifier": "integer"})
+    assert seen == [autocast]
+    assert stats["kept"] == 2 and stats["mean_pass_rate"] == 0.5 and (tmp_path / "difficulty.jsonl").exists()
