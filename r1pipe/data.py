@@ -96,12 +96,14 @@ def with_prompt(rows: list[dict[str, str]], source: dict[str, Any], where: str) 
     R1-Zero's instructions around the question) and `system_prompt` (a system turn before it). The question
     itself stays in `question`, which decontamination compares; `chat(row)` builds the turns."""
     template, system = source.get("prompt_template"), source.get("system_prompt")
-    if template is None and system is None:
+    prefix = source.get("response_prefix")
+    if template is None and system is None and not prefix:
         return rows
     if template is not None:
         check_template(template, where)
-    if system is not None and not isinstance(system, str):
-        raise R1Error(f"{where}: system_prompt must be a string, got {system!r}")
+    for key, value in (("system_prompt", system), ("response_prefix", prefix)):
+        if value is not None and not isinstance(value, str):
+            raise R1Error(f"{where}: {key} must be a string, got {value!r}")
     out = []
     for row in rows:
         row = {**row, "question": row.get("question", row["prompt"])}
@@ -109,6 +111,8 @@ def with_prompt(rows: list[dict[str, str]], source: dict[str, Any], where: str) 
             row["prompt"] = template.format(prompt=row["question"])
         if system:
             row["system"] = system
+        if prefix:
+            row["response_prefix"] = prefix
         out.append(row)
     return out
 
@@ -131,9 +135,18 @@ def check_template(template: Any, where: str = "prompt_template") -> str:
 
 
 def chat(row: dict[str, str]) -> list[dict[str, str]]:
-    """The turns that ask a row's question: its system prompt, if the task has one, then the user turn."""
+    """The turns that ask a row's question: its system prompt, if the task has one, then the user turn. Training
+    data appends the whole reply to these."""
     turns = [{"role": "system", "content": row["system"]}] if row.get("system") else []
     return turns + [{"role": "user", "content": row["prompt"]}]
+
+
+def ask(row: dict[str, str]) -> list[dict[str, str]]:
+    """The turns a model is sampled from: `chat(row)`, then, if the task sets `response_prefix` (e.g. "<think>",
+    as R1-Zero reproductions prefill), the start of the assistant's turn for the model to continue. Generation
+    returns whole replies, the prefix included (`generation.response_prefix`)."""
+    prefix = row.get("response_prefix")
+    return chat(row) + ([{"role": "assistant", "content": prefix}] if prefix else [])
 
 
 def _builtin(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, str]]:

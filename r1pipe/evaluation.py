@@ -76,7 +76,10 @@ def summarize(samples: list[dict[str, Any]], verifier: str) -> dict[str, Any]:
 def paired_difference(before: list[dict[str, Any]], after: list[dict[str, Any]], verifier: str) -> dict[str, Any]:
     """after - before on the same problems, with the paired standard error (far tighter than comparing two
     independent standard errors, since both models see the same 500 problems)."""
-    if [(s["prompt"], s.get("system")) for s in before] != [(s["prompt"], s.get("system")) for s in after]:
+    def asked(samples):
+        return [(s["prompt"], s.get("system"), s.get("response_prefix")) for s in samples]
+
+    if asked(before) != asked(after):
         return {}
     out: dict[str, Any] = {}
     if before[0].get("greedy") is not None and after[0].get("greedy") is not None:
@@ -127,6 +130,7 @@ def _check_spec(name: str, spec: dict[str, Any]) -> None:
     where = f"eval.benchmarks.{name}"
     for key, kind, example in (("schema", str, "gsm8k"), ("prompt_template", str, "'{prompt} Answer in <answer></answer>.'"),
                                ("system_prompt", str, "'Think in <think></think>, answer in <answer></answer>.'"),
+                               ("response_prefix", str, "'<think>'"),
                                ("fields", dict, "{prompt: question}"), ("verifier", str, "math")):
         if spec.get(key) is not None and not isinstance(spec[key], kind):
             raise R1Error(f"{where}.{key} must be a {kind.__name__}, got {spec[key]!r}", hint=f"e.g. {key}: {example}")
@@ -165,15 +169,18 @@ GENERATION_KEYS = ("backend", "dtype", "greedy", "k", "temperature", "top_p", "m
 
 def rows_sha256(rows: list[dict[str, str]]) -> str:
     """A benchmark's identity: its rows' content, whatever file or hub id they came from."""
-    # a system prompt is part of how the question is asked (absent: the rows hash as they always have)
-    return hashlib.sha256(json.dumps([[r.get("id"), r["prompt"], r["answer"], *([r["system"]] if r.get("system") else [])]
+    # a system prompt and a response prefix are part of how the question is asked (absent: the rows hash as
+    # they always have)
+    return hashlib.sha256(json.dumps([[r.get("id"), r["prompt"], r["answer"], *([r["system"]] if r.get("system") else []),
+                                       *([{"response_prefix": r["response_prefix"]}] if r.get("response_prefix") else [])]
                                       for r in rows]).encode()).hexdigest()
 
 
 def questions_sha256(rows: list[dict[str, str]]) -> str:
     """A benchmark's identity for decontamination: its questions as the dataset has them (no prompt template,
     which is how the model is asked, not what it must not have seen)."""
-    return rows_sha256([{**r, "prompt": r.get("question", r["prompt"]), "system": None} for r in rows])
+    return rows_sha256([{**r, "prompt": r.get("question", r["prompt"]), "system": None, "response_prefix": None}
+                        for r in rows])
 
 
 def cache_key(model_sha256: str, rows: list[dict[str, str]], settings: dict[str, Any], verifier: str) -> str:
@@ -213,7 +220,7 @@ def evaluate_model(
                                           dtype=settings.get("dtype", "float32"), trust_remote_code=trust_remote_code))
         return engine_box[0](turns, sampling)
 
-    prompts = [data.chat(r) for r in rows]
+    prompts = [data.ask(r) for r in rows]
     t0 = time.time()
     shard = int(settings.get("shard_size") or len(prompts))
     greedy = sampled = None
@@ -226,6 +233,7 @@ def evaluate_model(
             "id": r.get("id"),
             "prompt": r["prompt"],
             **({"system": r["system"]} if r.get("system") else {}),
+            **({"response_prefix": r["response_prefix"]} if r.get("response_prefix") else {}),
             "answer": r["answer"],
             "greedy": greedy[i][0] if greedy else None,
             "samples": sampled[i] if sampled else [],

@@ -80,13 +80,24 @@ def _own_settings_only(model):
 
 
 def chat_prompts(tokenizer, user_turns: list) -> list[str]:
-    """The prompt text for each question: a user turn (str), or the turns that ask it (`data.chat(row)`: a
-    system prompt, then the user turn)."""
-    return [
-        tokenizer.apply_chat_template([{"role": "user", "content": u}] if isinstance(u, str) else u,
-                                      add_generation_prompt=True, tokenize=False)
-        for u in user_turns
-    ]
+    """The prompt text for each question: a user turn (str), or the turns that ask it (`data.ask(row)`: a
+    system prompt, the user turn, and the task's `response_prefix` as the start of the assistant's turn, which
+    the model then continues, as TRL renders a prompt that ends with an assistant message)."""
+    out = []
+    for u in user_turns:
+        turns = [{"role": "user", "content": u}] if isinstance(u, str) else u
+        prefilled = turns[-1]["role"] == "assistant"
+        out.append(tokenizer.apply_chat_template(turns, add_generation_prompt=not prefilled,
+                                                 continue_final_message=prefilled, tokenize=False))
+    return out
+
+
+def response_prefix(turns) -> str:
+    """The part of the reply the prompt already wrote (`task.response_prefix`), or "": every completion r1pipe
+    returns or scores is the whole reply, this prefix included, so strict format and answers read the same."""
+    if isinstance(turns, list) and turns and turns[-1]["role"] == "assistant":
+        return turns[-1]["content"]
+    return ""
 
 
 def generate(model, tokenizer, user_turns: list[str], sampling: Sampling, desc: str = "generating") -> list[list[str]]:
@@ -118,7 +129,7 @@ def generate(model, tokenizer, user_turns: list[str], sampling: Sampling, desc: 
             decoded = tokenizer.batch_decode(decode(model, enc["input_ids"], enc["attention_mask"], sampling, eos_ids),
                                              skip_special_tokens=True)
             for j, i in enumerate(idx):
-                out[i] = decoded[j * sampling.n : (j + 1) * sampling.n]
+                out[i] = [response_prefix(user_turns[i]) + d for d in decoded[j * sampling.n : (j + 1) * sampling.n]]
             done += len(idx) * sampling.n
             progress.update(task, completed=done, rate=f"{done / max(time.time() - t0, 1e-9):.0f} samples/s")
     model.train(was_training)
@@ -301,7 +312,7 @@ def generate_budget_forced(model, tokenizer, user_turns: list[str], sampling: Sa
     model.train(was_training)
     out: list[list[str]] = [[] for _ in prompts]
     for j, i in enumerate(jobs):
-        out[i].append(text[j])
+        out[i].append(response_prefix(user_turns[i]) + text[j])
     return out
 
 
@@ -353,7 +364,7 @@ def make_engine(model_dir, backend: str = "transformers", dtype: str = "float32"
             llm = engines[0]
             params = SamplingParams(**vllm_settings(sampling, eos))
             outs = llm.generate(chat_prompts(tok, turns), params, use_tqdm=True)
-            return [[o.text for o in out.outputs] for out in outs]
+            return [[response_prefix(t) + o.text for o in out.outputs] for t, out in zip(turns, outs)]
 
         return run
     raise R1Error(f"unknown generation backend {backend!r}", hint="use transformers or vllm")

@@ -154,6 +154,24 @@ def completion_text(c) -> str:
     return str(c)
 
 
+def whole_replies(completions, prompts) -> list:
+    """Completions with the reply's start that their prompt wrote for the model (`task.response_prefix`: the
+    prompt ends with an assistant turn, which the model continued) put back in front: TRL hands rewards only
+    what was sampled, and format and answers are judged on the whole reply."""
+    if not prompts:
+        return list(completions)
+    out = []
+    for c, p in zip(completions, prompts):
+        prefix = p[-1].get("content", "") if isinstance(p, list) and p and p[-1].get("role") == "assistant" else ""
+        if not prefix:
+            out.append(c)
+        elif isinstance(c, list):
+            out.append([{"role": "assistant", "content": prefix + completion_text(c)}])
+        else:
+            out.append(prefix + c)
+    return out
+
+
 def accuracy(completions, answer=None, verifier=None, **_) -> list[float | None]:
     """1 if the extracted answer equals the gold one (integer exact match or math-verify), else 0."""
     n = len(completions)
@@ -309,7 +327,7 @@ def _bind(name: str, fn, params: dict):
     def reward(completions, **kwargs):
         # TRL calls this deep inside a training step: a failure here must still say which reward and why.
         try:
-            out = fn(completions, **{**kwargs, **params})
+            out = fn(whole_replies(completions, kwargs.get("prompts")), **{**kwargs, **params})
         except R1Error:
             raise
         except Exception as e:  # noqa: BLE001 - re-raised as one line naming the reward

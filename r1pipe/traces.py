@@ -50,7 +50,7 @@ def sample_and_filter(ctx, source: str, rows: list[dict[str, str]], cfg: dict[st
         trust_remote_code=ctx.trust_remote_code,
     )
     completions, rate = generate_sharded(
-        engine, [data.chat(r) for r in rows], sampling, ctx.dir / "shards", s["shard_size"], log=log
+        engine, [data.ask(r) for r in rows], sampling, ctx.dir / "shards", s["shard_size"], log=log
     )
     source_fp = ctx.parent_manifests[source]["fingerprint"]
     language = cfg["filters"].get("language", "en")

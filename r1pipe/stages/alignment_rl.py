@@ -153,8 +153,8 @@ def run(ctx) -> dict[str, Any]:
 
     reasoning = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
     general = ctx.load_rows(cfg["general_data"], ("prompt",), "general_data") if cfg.get("general_data") else []
-    rows = [{"turns": data.chat(r), "answer": r["answer"], "kind": "reasoning"} for r in reasoning]
-    rows += [{"turns": data.chat(r), "answer": "", "kind": "general"} for r in general]
+    rows = [{"turns": data.ask(r), "answer": r["answer"], "kind": "reasoning"} for r in reasoning]
+    rows += [{"turns": data.ask(r), "answer": "", "kind": "general"} for r in general]
     random.Random(ctx.seed).shuffle(rows)
     dataset = Dataset.from_list([
         {"prompt": r["turns"], "answer": r["answer"], "verifier": cfg["verifier"], "kind": r["kind"]}

@@ -165,7 +165,7 @@ def _logit_distill(ctx, student, tokenizer, teacher_dir: Path, rows) -> dict[str
         raise R1Error(f"{NAME}: method logits needs one vocabulary, but the teacher has {teacher.config.vocab_size} "
                       f"tokens and the student {student.config.vocab_size}", hint="use method: sft")
     args = training.trl_config(DistillationConfig, NAME, _method(ctx.config)[1], ctx.trainer_dir, ctx.seed)
-    dataset = Dataset.from_list([{"prompt": data.chat(r)} for r in rows])
+    dataset = Dataset.from_list([{"prompt": data.ask(r)} for r in rows])
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset,
                                   processing_class=tokenizer, peft_config=training.lora(NAME, ctx.config))
     metrics = training.train(trainer, ctx.metrics_path)

@@ -114,7 +114,7 @@ def run(ctx) -> dict[str, Any]:
         rows, filter_stats = _difficulty_filter(ctx, model, tokenizer, rows, cfg)
 
     dataset = Dataset.from_list(
-        [{"prompt": data.chat(r), "answer": r["answer"], "verifier": cfg["verifier"]}
+        [{"prompt": data.ask(r), "answer": r["answer"], "verifier": cfg["verifier"]}
          for r in rows]
     )
     # With a peft: block TRL trains a LoRA adapter, and its reference model for the KL term is this same model
@@ -159,7 +159,7 @@ def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
 
         # bf16 autocast: pass rates need no more precision than evaluation's bf16 samples have
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=f.get("dtype") == "bfloat16"):
-            outs = generate(model, tokenizer, [data.chat(r) for r in rows], sampling, desc="difficulty filter")
+            outs = generate(model, tokenizer, [data.ask(r) for r in rows], sampling, desc="difficulty filter")
         rates = [sum(is_correct(c, r["answer"], cfg["verifier"]) for c in o) / len(o) for r, o in zip(rows, outs)]
         # whole or absent: a resume never reads a torn cache
         write_jsonl_atomic(cache, [{"prompt": r["prompt"], "pass_rate": rate} for r, rate in zip(rows, rates)])
