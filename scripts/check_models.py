@@ -9,7 +9,8 @@ equal tokenizer.apply_chat_template's), decode greedily with an explicit Generat
 format rate (`<think>…</think>` then `<answer>…</answer>`, nothing around them), the answer accuracy and one
 answer. A sequence classifier (the reward model) is only loaded, with AutoModelForSequenceClassification.
 
-Questions are the first N rows of the stage's own eval_samples.jsonl (fields prompt, optional system, answer);
+Questions are the first N rows of the stage's own eval_samples.jsonl (fields prompt, optional system, answer,
+optional response_prefix: the start of the reply, appended to the rendered prompt and judged with the reply);
 a stage that evaluated nothing (base) takes those of the first stage that did, or all take --questions.
 
 It imports transformers and jinja2 and nothing of r1pipe's: whatever it loads, anyone can load. Exit status 1,
@@ -84,7 +85,8 @@ def read_questions(path: Path, n: int) -> list[dict]:
             row = json.loads(line)
             if "prompt" not in row or "answer" not in row:
                 raise CheckFailed(f"{path} line {i} has no prompt or answer field")
-            rows.append({"prompt": row["prompt"], "system": row.get("system"), "answer": str(row["answer"])})
+            rows.append({"prompt": row["prompt"], "system": row.get("system"), "answer": str(row["answer"]),
+                         "response_prefix": row.get("response_prefix") or ""})
         if len(rows) == n:
             break
     return rows
@@ -186,7 +188,9 @@ def prompts(model_dir: Path, tokenizer, rows: list[dict]) -> list[str]:
             raise CheckFailed(f"the chat template of {model_dir} renders differently with jinja2 than with "
                               f"apply_chat_template (from character {at}: {text[at:at + 20]!r} vs "
                               f"{theirs[at:at + 20]!r})")
-    return texts
+    # A task with a response prefix (e.g. "<think>") had it written after the generation prompt for the model
+    # to continue: a server does the same by appending it to the rendered prompt.
+    return [text + row.get("response_prefix", "") for row, text in zip(rows, texts)]
 
 
 def generate(model, tokenizer, texts: list[str], max_new_tokens: int) -> list[str]:
@@ -230,7 +234,8 @@ def check(label: str, model_dir: Path, rows: list[dict] | None, questions_from: 
         return result
     if not rows:
         raise CheckFailed("no questions: the run has no eval_samples.jsonl; pass --questions FILE")
-    completions = generate(model, tokenizer, prompts(model_dir, tokenizer, rows), max_new_tokens)
+    completions = [row.get("response_prefix", "") + c  # judged whole, as r1pipe judges a reply
+                   for row, c in zip(rows, generate(model, tokenizer, prompts(model_dir, tokenizer, rows), max_new_tokens))]
     samples = [{**row, "completion": c, "strict_format": is_strict(c), "correct": is_correct(c, row["answer"])}
                for row, c in zip(rows, completions)]
     n = len(samples)

@@ -96,3 +96,23 @@ def test_strict_format_and_accuracy_agree_with_r1pipe():
         for gold in ("42", "1020", "7"):
             assert mod.is_correct(text, gold) == rewards.is_correct(text, gold), (text, gold)
     assert mod.is_correct("<answer> forty-two </answer>", "forty-two")  # not an integer: equal strings
+
+
+def test_a_response_prefix_is_appended_to_the_prompt_and_judged_with_the_reply(tmp_path):
+    from conftest import save_tiny_model
+
+    module = script_module()
+    from r1pipe import models
+
+    model_dir = save_tiny_model(tmp_path / "model")
+    models.save_tokenizer(models.load_tokenizer(model_dir), model_dir)  # the serving template, as stages save it
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"prompt": p, "answer": a, "response_prefix": "<think>"}) + "\n"
+                                 for p, a in (("12+34", "46"), ("5+6", "11"))))
+    rows = module.read_questions(questions, 2)
+    result = module.check("cold_sft", model_dir, rows, "file", 6)
+    assert all(s["completion"].startswith("<think>") for s in result["samples"])
+    from transformers import AutoTokenizer
+
+    text = module.prompts(model_dir, AutoTokenizer.from_pretrained(model_dir), rows)[0]
+    assert text.endswith("<|im_start|>assistant\n<think>")
