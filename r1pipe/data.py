@@ -93,8 +93,9 @@ def load_rows(source: dict[str, Any], need: tuple[str, ...], where: str = "data 
 
 def with_prompt(rows: list[dict[str, str]], source: dict[str, Any], where: str) -> list[dict[str, str]]:
     """How the model is asked, a task setting: `prompt_template` (a str.format string with {prompt}, e.g.
-    R1-Zero's instructions around the question) and `system_prompt` (a system turn before it). The question
-    itself stays in `question`, which decontamination compares; `chat(row)` builds the turns."""
+    R1-Zero's instructions around the question), `system_prompt` (a system turn before it) and `response_prefix`
+    (the reply's start, which the model continues). The question itself stays in `question`, which
+    decontamination compares; `chat(row)` and `ask(row)` build the turns."""
     template, system = source.get("prompt_template"), source.get("system_prompt")
     prefix = source.get("response_prefix")
     if template is None and system is None and not prefix:
@@ -144,7 +145,7 @@ def chat(row: dict[str, str]) -> list[dict[str, str]]:
 def ask(row: dict[str, str]) -> list[dict[str, str]]:
     """The turns a model is sampled from: `chat(row)`, then, if the task sets `response_prefix` (e.g. "<think>",
     as R1-Zero reproductions prefill), the start of the assistant's turn for the model to continue. Generation
-    returns whole replies, the prefix included (`generation.response_prefix`)."""
+    returns whole replies, the prefix included (`rewards.response_prefix`)."""
     prefix = row.get("response_prefix")
     return chat(row) + ([{"role": "assistant", "content": prefix}] if prefix else [])
 

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from r1pipe.rewards import response_prefix
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -90,14 +92,6 @@ def chat_prompts(tokenizer, user_turns: list) -> list[str]:
         out.append(tokenizer.apply_chat_template(turns, add_generation_prompt=not prefilled,
                                                  continue_final_message=prefilled, tokenize=False))
     return out
-
-
-def response_prefix(turns) -> str:
-    """The part of the reply the prompt already wrote (`task.response_prefix`), or "": every completion r1pipe
-    returns or scores is the whole reply, this prefix included, so strict format and answers read the same."""
-    if isinstance(turns, list) and turns and turns[-1]["role"] == "assistant":
-        return turns[-1]["content"]
-    return ""
 
 
 def generate(model, tokenizer, user_turns: list[str], sampling: Sampling, desc: str = "generating") -> list[list[str]]:

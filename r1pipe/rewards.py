@@ -154,15 +154,23 @@ def completion_text(c) -> str:
     return str(c)
 
 
+def response_prefix(turns) -> str:
+    """The part of the reply the prompt already wrote (`task.response_prefix`: the turns end with an assistant
+    turn, which the model continues), or "". Every completion r1pipe returns or scores is the whole reply, this
+    prefix included, so strict format and answers read the same however the question was asked."""
+    if isinstance(turns, list) and turns and isinstance(turns[-1], dict) and turns[-1].get("role") == "assistant":
+        return turns[-1].get("content", "")
+    return ""
+
+
 def whole_replies(completions, prompts) -> list:
-    """Completions with the reply's start that their prompt wrote for the model (`task.response_prefix`: the
-    prompt ends with an assistant turn, which the model continued) put back in front: TRL hands rewards only
-    what was sampled, and format and answers are judged on the whole reply."""
+    """Completions with their prompt's `response_prefix` put back in front: TRL hands rewards only what was
+    sampled, and format and answers are judged on the whole reply."""
     if not prompts:
         return list(completions)
     out = []
     for c, p in zip(completions, prompts):
-        prefix = p[-1].get("content", "") if isinstance(p, list) and p and p[-1].get("role") == "assistant" else ""
+        prefix = response_prefix(p)
         if not prefix:
             out.append(c)
         elif isinstance(c, list):

@@ -99,11 +99,12 @@ def test_strict_format_and_accuracy_agree_with_r1pipe():
 
 
 def test_a_response_prefix_is_appended_to_the_prompt_and_judged_with_the_reply(tmp_path):
-    from conftest import save_tiny_model
+    from transformers import AutoTokenizer
 
-    module = script_module()
+    from conftest import save_tiny_model
     from r1pipe import models
 
+    module = script_module()
     model_dir = save_tiny_model(tmp_path / "model")
     models.save_tokenizer(models.load_tokenizer(model_dir), model_dir)  # the serving template, as stages save it
     questions = tmp_path / "q.jsonl"
@@ -112,7 +113,5 @@ def test_a_response_prefix_is_appended_to_the_prompt_and_judged_with_the_reply(t
     rows = module.read_questions(questions, 2)
     result = module.check("cold_sft", model_dir, rows, "file", 6)
     assert all(s["completion"].startswith("<think>") for s in result["samples"])
-    from transformers import AutoTokenizer
-
     text = module.prompts(model_dir, AutoTokenizer.from_pretrained(model_dir), rows)[0]
     assert text.endswith("<|im_start|>assistant\n<think>")
