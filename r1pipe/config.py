@@ -136,7 +136,9 @@ def stage_config(cfg, name: str) -> dict[str, Any]:
     if name not in cfg:
         raise R1Error(f"no config for stage {name!r}", hint="check conf/config.yaml's defaults list")
     out = to_plain(cfg[name])
-    if name in TRAINS_ON_DATA and cfg.get("decontaminate") is not None:
+    # second_sft reads task data only for its matched baseline (the cold-start data), when that is on
+    reads_task_data = name in TRAINS_ON_DATA or (out.get("baseline") or {}).get("enabled")
+    if reads_task_data and cfg.get("decontaminate") is not None:
         out["decontaminate"] = to_plain(cfg.decontaminate)
     return out
 

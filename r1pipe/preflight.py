@@ -28,7 +28,7 @@ SOURCES: dict[str, list[tuple[str, Any]]] = {
     "cold_sft": [("data", PS)],
     "reasoning_rl": [("data", PA)],
     "rejection_sampling": [("data", PA), ("non_reasoning.data", PS)],
-    "second_sft": [],
+    "second_sft": [("baseline.data", PS)],
     "reward_model": [("data", PREFERENCES), ("heldout", PREFERENCES)],
     "alignment_rl": [("data", PA), ("general_data", P), ("general_heldout", P)],
     "distill": [("data", PA), ("non_reasoning.data", PS), ("baseline.data", PS)],

@@ -113,20 +113,78 @@ def pct(value: float | None, se: float | None = None) -> str:
     return f"{100 * value:.1f}% ± {100 * se:.1f}" if se is not None else f"{100 * value:.1f}%"
 
 
+def si(value: float) -> str:
+    """1234567 -> '1.2M': compute figures span orders of magnitude, and a reader compares their size."""
+    for div, unit in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= div:
+            return f"{value / div:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def compute_cell(metrics: dict[str, Any]) -> str:
+    """A training stage's compute record (training.compute_record) in one cell; distill's baseline beside it."""
+    c = metrics.get("compute")
+    if not isinstance(c, dict):
+        return ""
+    parts = [f"{c['optimizer_steps']} steps", f"{si(c['tokens'])} tok"]
+    if c.get("generated_tokens"):
+        parts.append(f"{si(c['generated_tokens'])} sampled")
+    parts.append(f"{si(c['flops'])}FLOP")
+    cell = ", ".join(parts)
+    base = (metrics.get("baseline") or {}).get("compute")
+    if isinstance(base, dict):
+        cell += f"; baseline {base['optimizer_steps']} steps, {si(base['flops'])}FLOP"
+    return cell
+
+
+def model_flops(rows: dict[str, StageRow], name: str, _seen: frozenset = frozenset()) -> float:
+    """Training FLOPs in a model's weights: its stage's own plus those of the model it started from (the
+    stage's `init:`, else its parent `base`), back to the pretrained or freshly built model (0: not r1pipe's)."""
+    r = rows.get(name)
+    if r is None or name in _seen:
+        return 0.0
+    own = float(((r.metrics.get("compute") or {}).get("flops")) or 0.0)
+    init = (r.manifest.get("config") or {}).get("init")
+    start = init if isinstance(init, str) and init in r.parents else ("base" if "base" in r.parents else None)
+    return own + (model_flops(rows, start, _seen | {name}) if start else 0.0)
+
+
+# A comparison is marked when one side's weights took at least this many times the other's training compute:
+# a gain bought with more optimizer steps is not the stage's own effect (docs/compute.md).
+COMPUTE_RATIO_MARK = 2.0
+
+
+def compute_ratio(rows: dict[str, StageRow], name: str, other: str) -> float | None:
+    """This model's training FLOPs over `other`'s; None when either took none that r1pipe counted."""
+    mine, theirs = model_flops(rows, name), model_flops(rows, other)
+    return mine / theirs if mine > 0 and theirs > 0 else None
+
+
+def _diff_cell(rows: dict[str, StageRow], name: str, other: str, v: dict[str, Any]) -> str:
+    cell = f"{100 * v['greedy_accuracy_diff']:+.1f} ± {100 * v['greedy_accuracy_diff_se']:.1f} ({other})"
+    ratio = compute_ratio(rows, name, other)
+    if ratio is not None and not 1 / COMPUTE_RATIO_MARK < ratio < COMPUTE_RATIO_MARK:
+        cell += f" ⚠ {ratio:.1f}× the compute"
+    return cell
+
+
 def table(rows: list[StageRow]) -> tuple[list[str], list[list[str]]]:
     """The stage table: one row per stage, as plain strings (HTML and markdown render the same cells)."""
-    head = ["stage", "state", "reads", "time", "key settings", "result", "greedy", "pass@1", "cons@k", "Δ greedy vs parent"]
+    head = ["stage", "state", "reads", "time", "compute", "key settings", "result", "greedy", "pass@1", "cons@k",
+            "Δ greedy vs parent"]
+    by_name = {r.name: r for r in rows}
     body = []
     for r in rows:
         ev = r.eval
         k = ev.get("k")
-        diffs = [f"{100 * v['greedy_accuracy_diff']:+.1f} ± {100 * v['greedy_accuracy_diff_se']:.1f} ({key[3:]})"
-                 for key, v in ev.items() if key.startswith("vs_") and isinstance(v, dict) and "greedy_accuracy_diff" in v]
+        diffs = [_diff_cell(by_name, r.name, key[3:], v) for key, v in ev.items()
+                 if key.startswith("vs_") and isinstance(v, dict) and "greedy_accuracy_diff" in v]
         body.append([
             r.name,
             r.state,
             ", ".join(r.parents) or "config",
             f"{r.manifest['duration_s']:.0f} s" if "duration_s" in r.manifest else "",
+            compute_cell(r.metrics),
             key_settings(r.manifest.get("config") or {}),
             key_metric(r.manifest),
             pct(ev.get("greedy_accuracy"), ev.get("greedy_accuracy_se")),
@@ -244,14 +302,21 @@ def plot_accuracy(rows: list[StageRow], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     bars = []  # (label, greedy, greedy_se, pass@1, pass@1_se)
+    by_name = {r.name: r for r in rows}
     for r in rows:
         ev = r.eval
+        # each bar says how much training its weights took, so a gain is read beside what it cost
+        flops = model_flops(by_name, r.name)
+        cost = f"\n{si(flops)}FLOP" if flops else ""
         if "greedy_accuracy" in ev or "pass@1" in ev:
             label = r.name if ev.get("benchmark", "heldout") == "heldout" else f"{r.name}\n({ev['benchmark']})"
-            bars.append((label, ev.get("greedy_accuracy"), ev.get("greedy_accuracy_se"), ev.get("pass@1"), ev.get("pass@1_se")))
+            bars.append((label + cost, ev.get("greedy_accuracy"), ev.get("greedy_accuracy_se"), ev.get("pass@1"),
+                         ev.get("pass@1_se")))
         for key, extra in ev.items():  # distill's baseline student, evaluated beside it
             if isinstance(extra, dict) and "greedy_accuracy" in extra and "n_problems" in extra:
-                bars.append((f"{r.name}\n({key})", extra.get("greedy_accuracy"), extra.get("greedy_accuracy_se"),
+                c = (r.metrics.get(key) or {}).get("compute") or {}
+                bars.append((f"{r.name}\n({key})" + (f"\n{si(c['flops'])}FLOP" if c.get("flops") else ""),
+                             extra.get("greedy_accuracy"), extra.get("greedy_accuracy_se"),
                              extra.get("pass@1"), extra.get("pass@1_se")))
     if not bars:
         return False
@@ -268,7 +333,8 @@ def plot_accuracy(rows: list[StageRow], path: Path) -> bool:
     ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=8)
     ax.set_ylabel("held-out accuracy, %")
     ax.set_ylim(0, 105)
-    ax.set_title("held-out accuracy by stage (error bars: one standard error)", fontsize=11)
+    ax.set_title("held-out accuracy by stage, with the training FLOPs in its weights (error bars: one standard error)",
+                 fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)

@@ -60,6 +60,11 @@ def trl_config(config_cls: type, stage: str, stage_cfg: dict[str, Any], output_d
     # The Trainer asks DDP to look for unused parameters whenever gradient checkpointing is off: an extra
     # pass over the graph every step for models that have none (set it true for one that does)
     block.setdefault("ddp_find_unused_parameters", False)
+    # Tokens trained on, for the manifest's compute record: kept in the Trainer's state, so a resumed run
+    # counts the steps before its checkpoint too. GRPO counts its prompt and completion tokens into the same
+    # field itself (its batches have no input_ids for the Trainer to count).
+    if "num_generations" not in getattr(config_cls, "__dataclass_fields__", {}):
+        block.setdefault("include_num_input_tokens_seen", "non_padding")
     try:
         return config_cls(output_dir=str(output_dir), **block)
     except (ValueError, TypeError) as e:
@@ -128,13 +133,44 @@ def train(trainer, metrics_path: Path) -> dict[str, Any]:
     if bad is not None:
         raise R1Error(f"training left non-finite weights ({bad}) at step {trainer.state.global_step}",
                       hint="lower the learning rate or check the data; the stage was not marked complete")
+    counts = parameter_counts(trainer.model)
     return {
         "global_step": trainer.state.global_step,
         "resumed_from_step": resumed_step,
         "train_loss": result.training_loss,
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
-        **parameter_counts(trainer.model),
+        **counts,
+        "compute": compute_record(trainer.args, trainer.state.global_step, trainer.state.num_input_tokens_seen,
+                                  counts, read_jsonl(metrics_path)),
     }
+
+
+def compute_record(args, steps: int, tokens: int, counts: dict[str, int], logs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a stage's training cost, so that its effect can be read beside its compute: optimizer steps,
+    examples (GRPO: completions), tokens trained on (non-padding; GRPO: prompt + completion), tokens sampled
+    (GRPO) and approximate FLOPs. FLOPs count 6N per trained token (4N under LoRA: the frozen weights get no
+    weight gradients), plus for GRPO 2N per token to sample it and 2N for the reference model when beta > 0;
+    N is every parameter, the output layer included; attention's own FLOPs are left out (short sequences)."""
+    n = counts["total_parameters"]
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+    record: dict[str, Any] = {"optimizer_steps": steps, "examples": steps * per_step, "tokens": int(tokens)}
+    per_token = 6 if counts["trainable_parameters"] == n else 4
+    if hasattr(args, "num_generations"):  # GRPO: every trained token was sampled first
+        record["generated_tokens"] = sampled_tokens(logs, per_step / max(1, getattr(args, "num_iterations", 1)))
+        per_token += 2 + (2 if getattr(args, "beta", 0.0) else 0)
+    record["flops"] = float(per_token * n * tokens)
+    return record
+
+
+def sampled_tokens(logs: list[dict[str, Any]], completions_per_step: float) -> int:
+    """Tokens GRPO sampled, from its log: each line's mean completion length is over the completions of the
+    steps since the line before (every generation call makes the same number of them)."""
+    total, prev = 0.0, 0
+    for row in logs:
+        if "completions/mean_length" in row and "step" in row:
+            total += row["completions/mean_length"] * (row["step"] - prev) * completions_per_step
+            prev = row["step"]
+    return int(round(total))
 
 
 def parameter_counts(model) -> dict[str, int]:
@@ -265,6 +301,33 @@ def sft(ctx, stage: str, init: str, dataset, summary: str) -> dict[str, Any]:
     card = model_card(stage, ctx.parent_manifests, ctx.config, summary)
     return sft_model(ctx, stage, model, tokenizer, dataset, ctx.config, ctx.trainer_dir, ctx.metrics_path,
                      ctx.output("model"), card, adapter=adapter_output(ctx))
+
+
+def baseline_cfg(cfg: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The settings of a stage's baseline: the stage's own, for as many optimizer steps as the stage's model
+    took (a control at equal compute: on less data, the same settings would stop after fewer steps), with
+    baseline.trainer's overrides last."""
+    overrides = (cfg.get("baseline") or {}).get("trainer") or {}
+    return {**cfg, "trainer": {**cfg["trainer"], "max_steps": steps, **overrides}}
+
+
+def train_baseline(ctx, stage: str, model, tokenizer, steps: int, summary: str) -> dict[str, Any]:
+    """A stage's matched control (its `baseline:` block): `model` trained by SFT on baseline.data (the
+    cold-start data) for `steps` optimizer steps, saved to the stage's `baseline` output, which evaluation
+    scores beside the stage's model (eval.json `baseline`, `vs_baseline`). Resumable like the stage."""
+    from datasets import Dataset
+
+    from r1pipe import data
+
+    cfg = ctx.config
+    rows = ctx.load_rows(cfg["baseline"]["data"], ("prompt", "solution"), "baseline_data")
+    dataset = Dataset.from_list([{"messages": m["messages"]} for m in data.sft_messages(rows)])
+    out = ctx.output("baseline")
+    card = model_card(f"{stage} baseline", ctx.parent_manifests, cfg, summary.format(rows=len(rows)))
+    metrics = sft_model(ctx, f"{stage}.baseline", model, tokenizer, dataset, baseline_cfg(cfg, steps),
+                        ctx.dir / "baseline_trainer", ctx.dir / "baseline_metrics.jsonl", out / "model", card,
+                        adapter=out / "adapter" if cfg.get("peft") is not None else None)
+    return {**metrics, "data_rows": len(rows)}
 
 
 def sft_model(ctx, stage, model, tokenizer, dataset, cfg, trainer_dir: Path, metrics_path: Path, out: Path,

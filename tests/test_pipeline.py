@@ -147,6 +147,9 @@ def test_kill_during_training_then_rerun_resumes(run_copy):
     resumed = [json.loads(l) for l in (run_copy / "cold_sft" / "metrics.jsonl").read_text().splitlines()]
     resumed_losses = {r["step"]: r["loss"] for r in resumed if "loss" in r}
     assert sorted(resumed_losses) == list(range(2, 41, 2))  # every step logged once, none repeated
+    # the compute record counts the steps before the kill too: the token count lives in the Trainer's state
+    seen = {r["step"]: r["num_input_tokens_seen"] for r in resumed if "num_input_tokens_seen" in r}
+    assert m["metrics"]["compute"]["tokens"] == seen[40] > 3.5 * seen[10]
 
     # The same 40 steps without the kill, in a sibling run directory.
     ref = run_copy.parent / "ref"

@@ -13,8 +13,9 @@ shared vocabulary, `method: logits` trains it instead with TRL's DistillationTra
 writes, the teacher's token distribution is the target), configured by the logit_trainer: block, which is
 trl.DistillationConfig field for field (trainer: is trl.SFTConfig).
 
-`baseline.enabled` also trains the same student architecture, with the same settings, on `baseline.data` (the
-cold-start data), so the manifest and eval.json show what the teacher's traces are worth over it.
+`baseline.enabled` also trains the same student architecture, with the same settings and for the same number of
+optimizer steps, on `baseline.data` (the cold-start data), so the manifest and eval.json show what the teacher's
+traces are worth over it at equal compute.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 NAME = "distill"
-VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
+VERSION = 2  # bump when a change alters what this stage computes (it is part of the fingerprint)
 # data, rejected: method sft; baseline: when enabled; adapter: LoRA only (a peft: block), model: merged with it
 OUTPUTS = ("model", "data", "rejected", "baseline", "adapter")
 DISTRIBUTED = True  # a launcher runs run() on every rank, after prepare() wrote the traces
@@ -57,7 +58,7 @@ def _method(cfg: dict[str, Any]) -> tuple[type, dict[str, Any]]:
 def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from r1pipe import traces
     from r1pipe.errors import R1Error
-    from r1pipe.training import lora, trl_config
+    from r1pipe.training import baseline_cfg, lora, trl_config
 
     cls, method_cfg = _method(cfg)
     trl_config(cls, NAME, method_cfg, Path("unused"), seed=0)
@@ -76,12 +77,7 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
         if cfg.get("method", "sft") != "sft":
             raise R1Error(f"{NAME}.baseline compares SFT on two datasets; it needs method: sft",
                           hint=f"set {NAME}.baseline.enabled=false with method: logits")
-        trl_config(cls, f"{NAME}.baseline", _baseline_cfg(cfg), Path("unused"), seed=0)
-
-
-def _baseline_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The student's settings with baseline.trainer's overrides (none by default: a like-for-like comparison)."""
-    return {**cfg, "trainer": {**cfg["trainer"], **((cfg["baseline"].get("trainer")) or {})}}
+        trl_config(cls, f"{NAME}.baseline", baseline_cfg(cfg, steps=1), Path("unused"), seed=0)
 
 
 def prepare(ctx) -> None:
@@ -131,7 +127,7 @@ def run(ctx) -> dict[str, Any]:
         metrics.update(_logit_distill(ctx, student, tokenizer, teacher_dir, rows))  # on-policy: no fixed traces
 
     if (cfg.get("baseline") or {}).get("enabled"):
-        metrics["baseline"] = _baseline(ctx, teacher_dir, ctx.output("baseline"))
+        metrics["baseline"] = _baseline(ctx, teacher_dir, metrics["global_step"])
     return metrics
 
 
@@ -176,20 +172,12 @@ def _logit_distill(ctx, student, tokenizer, teacher_dir: Path, rows) -> dict[str
     return {**metrics, "prompts": len(rows)}
 
 
-def _baseline(ctx, teacher_dir: Path, out: Path) -> dict[str, Any]:
-    """The same student architecture and settings trained by SFT on baseline.data, evaluated on the held-out
-    set: what the student would be without the teacher."""
-    from datasets import Dataset
+def _baseline(ctx, teacher_dir: Path, steps: int) -> dict[str, Any]:
+    """The same student architecture and settings trained by SFT on baseline.data for the student's number of
+    optimizer steps: what the student would be without the teacher, at the same compute."""
+    from r1pipe import training
 
-    from r1pipe import data, training
-
-    cfg = ctx.config
-    rows = ctx.load_rows(cfg["baseline"]["data"], ("prompt", "solution"), "baseline_data")
-    dataset = Dataset.from_list([{"messages": m["messages"]} for m in data.sft_messages(rows)])
     student, tokenizer = _student(ctx, teacher_dir)
-    card = training.model_card(f"{NAME} baseline", ctx.parent_manifests, cfg,
-                               f"The distill student's architecture trained on {len(rows)} baseline examples alone.")
-    metrics = training.sft_model(ctx, f"{NAME}.baseline", student, tokenizer, dataset, _baseline_cfg(cfg),
-                                 ctx.dir / "baseline_trainer", ctx.dir / "baseline_metrics.jsonl", out / "model", card,
-                                 adapter=out / "adapter" if cfg.get("peft") is not None else None)
-    return {**metrics, "data_rows": len(rows)}
+    return training.train_baseline(ctx, NAME, student, tokenizer, steps,
+                                   "The distill student's architecture trained on {rows} baseline examples alone, "
+                                   f"for the student's {steps} optimizer steps.")
