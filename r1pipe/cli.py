@@ -4,8 +4,9 @@
     r1pipe run --stage cold_sft conf=tiny       # one stage (its parents must be complete)
     r1pipe status conf=tiny                     # what is complete, stale, partial or missing
 
-`--help`, `status`, `show`, `config`, `stages` and `slurm` never import torch, transformers or trl: they read YAML and
-JSON only. Errors print on one line and exit 1; `--debug` anywhere on the line shows the traceback instead.
+`--help`, `status`, `show`, `config`, `stages`, `slurm` and `seeds --summary-only` never import torch,
+transformers or trl: they read YAML and JSON only. Errors print on one line and exit 1; `--debug` anywhere on
+the line shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -228,6 +229,40 @@ def report(overrides: Overrides = None):
         raise R1Error(f"no run in {config_mod.run_dir(cfg)}", hint="run it first: r1pipe run-all " + f"conf={cfg.preset}")
     path = report_mod.build(cfg)
     console.print(f"report: {path}  (markdown: {path.with_name('report.md')})", markup=False, highlight=False)
+
+
+@app.command()
+def seeds(
+    seeds: Annotated[str, typer.Option("--seeds", help="comma-separated seeds, e.g. 1,2,3")],
+    overrides: Overrides = None,
+    stop: Annotated[Optional[str], typer.Option("--to", help="last stage of each seed's run")] = None,
+    summary_only: Annotated[bool, typer.Option("--summary-only", help="only summarize the runs there are")] = False,
+):
+    """Run the recipe once per seed (seed=S, run.dir=<run.dir>-seedS), then summarize across the seeds: each
+    evaluated stage's mean, spread and range, and how many seeds show its gain beyond its standard error."""
+    from r1pipe import report as report_mod
+
+    try:
+        chosen = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise R1Error(f"--seeds {seeds!r} is not a comma-separated list of integers", hint="e.g. --seeds 1,2,3") from None
+    if not chosen:
+        raise R1Error("--seeds names no seed", hint="e.g. --seeds 1,2,3")
+    cfg, overrides = _setup(overrides)
+    root = config_mod.run_dir(cfg)
+    if not summary_only:
+        from r1pipe import runner
+
+        for seed in chosen:
+            ov = [*overrides, f"seed={seed}", f"run.dir={report_mod.seed_run_dir(root, seed)}"]
+            console.print(f"seed {seed}: {report_mod.seed_run_dir(root, seed)}", markup=False, highlight=False)
+            runner.run_all(config_mod.load(ov), ov, stop=stop)
+    text = report_mod.seeds_markdown(cfg, chosen)
+    path = root.with_name(f"{root.name}-seeds.md")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {root.name}: seeds {', '.join(map(str, chosen))}\n\n{text}\n")
+    console.print(text, markup=False, highlight=False)
+    console.print(f"summary: {path}", markup=False, highlight=False)
 
 
 def main() -> None:

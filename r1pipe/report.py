@@ -518,3 +518,68 @@ def _html(title, when, head, body, plots, evals, out: Path) -> str:
             sections.append(f'<p class="meta">{html.escape(caption)}</p>')
     return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n")
+
+
+# ---------------------------------------------------------------------------------------------- across seeds
+
+
+def seed_run_dir(root: Path, seed: int) -> Path:
+    """Where `r1pipe seeds` puts one seed's run: beside the run directory, e.g. runs/tiny-seed3."""
+    return root.with_name(f"{root.name}-seed{seed}")
+
+
+def _spread(values: list[float]) -> str:
+    import statistics
+
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * mean:.1f} ± {100 * sd:.1f} ({100 * min(values):.1f}–{100 * max(values):.1f})"
+
+
+def across_seeds(evals: dict[int, dict[str, dict[str, Any]]]) -> tuple[list[str], list[list[str]]]:
+    """One row per (stage, comparison) from each seed's eval.json numbers ({seed: {stage: eval}}): the mean,
+    standard deviation and range over the seeds, each seed's paired difference with its parent, and how many
+    seeds show the difference beyond one standard error of its own (up and down). Evaluated stages only."""
+    head = ["stage", "seeds", "greedy: mean ± sd (range)", "pass@1: mean ± sd (range)", "vs",
+            "Δ pass@1 per seed (± SE)", "seeds Δ pass@1 > +1 SE / < −1 SE", "Δ greedy per seed (± SE)",
+            "seeds Δ greedy > +1 SE / < −1 SE"]
+    stages = list(dict.fromkeys(s for run in evals.values() for s, ev in run.items() if "greedy_accuracy" in ev))
+    body = []
+    for stage in stages:
+        runs = {seed: run[stage] for seed, run in sorted(evals.items()) if "greedy_accuracy" in run.get(stage, {})}
+        greedy = [ev["greedy_accuracy"] for ev in runs.values()]
+        sampled = [ev["pass@1"] for ev in runs.values() if ev.get("pass@1") is not None]
+        row = [stage, ", ".join(str(s) for s in runs), _spread(greedy), _spread(sampled) if sampled else ""]
+        others = list(dict.fromkeys(k for ev in runs.values() for k, v in ev.items()
+                                    if k.startswith("vs_") and isinstance(v, dict) and "greedy_accuracy_diff" in v))
+        if not others:
+            body.append(row + [""] * 5)
+        for key in others:
+            cells = []
+            for metric in ("pass@1", "greedy_accuracy"):
+                diffs = [(ev[key][f"{metric}_diff"], ev[key][f"{metric}_diff_se"]) for ev in runs.values()
+                         if f"{metric}_diff" in ev.get(key, {})]
+                cells.append(", ".join(f"{100 * d:+.1f} ± {100 * se:.1f}" for d, se in diffs))
+                cells.append(f"{sum(d > se for d, se in diffs)} / {sum(d < -se for d, se in diffs)} of {len(diffs)}")
+            body.append(row + [key[3:]] + cells)
+    return head, body
+
+
+def read_seed_evals(cfg, seeds: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
+    """Each seed's run directory's eval.json numbers per stage, from the manifests (no torch)."""
+    from r1pipe import config as config_mod
+    from r1pipe import stages
+    from r1pipe.manifest import read_manifest
+
+    root = config_mod.run_dir(cfg)
+    out: dict[int, dict[str, dict[str, Any]]] = {}
+    for seed in seeds:
+        run = seed_run_dir(root, seed)
+        out[seed] = {name: (read_manifest(run / name) or {}).get("eval") or {}
+                     for name in stages.ORDER if (run / name).is_dir()}
+    return out
+
+
+def seeds_markdown(cfg, seeds: list[int]) -> str:
+    head, body = across_seeds(read_seed_evals(cfg, seeds))
+    return _md_table(head, body)

@@ -111,3 +111,51 @@ def test_eval_command_rewrites_eval_json_and_the_manifest(run_copy):
     # evaluation settings are not fingerprinted: the stage is still complete, nothing retrains
     stdout, _ = _probe("status", *overrides_for(run_copy, "eval.k=3"))
     assert stdout.count("complete") == 8
+
+
+def test_seeds_summary_counts_each_seeds_gain_beyond_its_standard_error():
+    """Hand-made numbers: the mean, spread and range over seeds, and the per-seed paired differences counted
+    against their own standard errors (an axis or sign mixed up gives other cells)."""
+    from r1pipe import report
+
+    def ev(greedy, p1, diff=None):
+        e = {"greedy_accuracy": greedy, "pass@1": p1}
+        if diff:
+            e["vs_cold_sft"] = {"pass@1_diff": diff[0], "pass@1_diff_se": diff[1],
+                                "greedy_accuracy_diff": diff[2], "greedy_accuracy_diff_se": diff[3]}
+        return e
+
+    evals = {1: {"cold_sft": ev(0.40, 0.30), "reasoning_rl": ev(0.44, 0.36, (0.06, 0.01, 0.04, 0.02))},
+             2: {"cold_sft": ev(0.50, 0.40), "reasoning_rl": ev(0.50, 0.41, (0.01, 0.02, 0.00, 0.02))},
+             3: {"cold_sft": ev(0.60, 0.50), "reasoning_rl": ev(0.57, 0.52, (0.02, 0.01, -0.03, 0.02))},
+             4: {"cold_sft": {}, "base": ev(0.0, 0.0)}}  # seed 4 stopped before cold_sft was evaluated
+    head, body = report.across_seeds(evals)
+    rows = {(r[0], r[4]): dict(zip(head, r)) for r in body}
+    cold = rows[("cold_sft", "")]
+    assert cold["seeds"] == "1, 2, 3" and cold["greedy: mean ± sd (range)"] == "50.0 ± 10.0 (40.0–60.0)"
+    assert cold["pass@1: mean ± sd (range)"] == "40.0 ± 10.0 (30.0–50.0)"
+    rl = rows[("reasoning_rl", "cold_sft")]
+    assert rl["Δ pass@1 per seed (± SE)"] == "+6.0 ± 1.0, +1.0 ± 2.0, +2.0 ± 1.0"
+    assert rl["seeds Δ pass@1 > +1 SE / < −1 SE"] == "2 / 0 of 3"
+    assert rl["seeds Δ greedy > +1 SE / < −1 SE"] == "1 / 1 of 3"
+    assert rows[("base", "")]["seeds"] == "4"
+
+
+def test_seeds_runs_each_seed_in_its_own_directory_and_summarizes_without_torch(tmp_path):
+    root = tmp_path / "run"
+    out = _cli("seeds", "--seeds", "5,6", "--to", "base", *overrides_for(root))
+    assert out.returncode == 0, out.stderr
+    for seed in (5, 6):
+        m = json.loads((tmp_path / f"run-seed{seed}" / "base" / "manifest.json").read_text())
+        assert m["config"]["seed"] == seed
+    assert not root.exists()  # the seeds' runs sit beside it
+    # summarizing again reads the runs' manifests only
+    stdout, stderr = _probe("seeds", "--seeds", "5,6", "--summary-only", *overrides_for(root))
+    assert "HEAVY= CODE=0" in stdout, stdout + stderr
+    assert (tmp_path / "run-seeds.md").read_text().startswith("# run: seeds 5, 6")
+
+
+def test_seeds_with_a_bad_list_is_a_one_line_error(tmp_path):
+    out = _cli("seeds", "--seeds", "1,two", *overrides_for(tmp_path / "run"))
+    assert out.returncode == 1 and "--seeds '1,two' is not a comma-separated list of integers" in out.stderr
+    assert "Traceback" not in out.stderr
