@@ -2,7 +2,7 @@
 
     python scripts/check_models.py runs/smollm2_ci [--n 8] [--max-new-tokens 128] [--questions FILE] [--json OUT]
 
-For each stage directory whose manifest.json names a `model` output (and distill's `baseline/model`), in the
+For each stage directory whose manifest.json names a `model` output (and a matched control's `baseline/model`), in the
 order the stages ran: load it with AutoModelForCausalLM / AutoTokenizer (no remote code, safetensors only),
 render N held-out questions through the model's own chat template with plain jinja2 (and require the text to
 equal tokenizer.apply_chat_template's), decode greedily with an explicit GenerationConfig, and print the strict
@@ -73,7 +73,7 @@ def models_of(run: Path) -> list[tuple[str, Path]]:
     for _, stage_dir, outputs in sorted(stages, key=lambda s: (s[0], s[1].name)):
         if "model" in outputs:
             found.append((stage_dir.name, stage_dir / outputs["model"]))
-        if (stage_dir / "baseline" / "model").is_dir():  # distill's student trained without the teacher's traces
+        if (stage_dir / "baseline" / "model").is_dir():  # a matched control: the cold-start data alone
             found.append((f"{stage_dir.name}/baseline", stage_dir / "baseline" / "model"))
     return found
 

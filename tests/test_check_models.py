@@ -18,8 +18,8 @@ sys.modules["r1pipe"] = None
 sys.argv = ["check_models.py", *sys.argv[1:]]
 runpy.run_path({script!r}, run_name="__main__")
 """
-MODELS = ("base", "cold_sft", "reasoning_rl", "second_sft", "reward_model", "alignment_rl", "distill",
-          "distill/baseline")
+MODELS = ("base", "cold_sft", "reasoning_rl", "second_sft", "second_sft/baseline", "reward_model", "alignment_rl",
+          "distill", "distill/baseline")
 
 
 def check_models(*args) -> subprocess.CompletedProcess:
