@@ -10,6 +10,35 @@ from conftest import FIXTURES, overrides_for
 from test_cli import _cli
 
 
+def skilled_engine(skill: dict[str, int]):
+    """A stand-in for generation.make_engine whose models have known skills: the model in a directory named in
+    `skill` (its stage, or `baseline` for distill's second student) answers its j-th reply to a+b right when
+    right(skill[name], a, b, j). A wrong reply says a+b+1, strict on the first sample and without its think
+    block after, so accuracy and strict format differ."""
+    from pathlib import Path
+
+    from r1pipe.tasks.arithmetic import parse_prompt
+
+    def make(model_dir, **_):
+        level = skill[Path(model_dir).parent.name]
+
+        def engine(turns, sampling):
+            out = []
+            for t in turns:
+                a, b = parse_prompt(t[-1]["content"])
+                out.append([f"<think>{a}+{b}</think><answer>{a + b}</answer>" if right(level, a, b, j) else
+                            f"<think>{a}+{b}</think><answer>{a + b + 1}</answer>" if j == 0 else
+                            f"<answer>{a + b + 1}</answer>" for j in range(sampling.n)])
+            return out
+        return engine
+    return make
+
+
+def right(level: int, a: int, b: int, j: int) -> bool:
+    """Whether a skilled_engine model at `level` (0 to 4) answers a+b right in its j-th reply."""
+    return (a + b + j) % 4 < level
+
+
 def _eval(run, *extra):
     r = _cli("eval", "--stage", "cold_sft", *overrides_for(run, *extra))
     assert r.returncode == 0, r.stderr
@@ -278,3 +307,27 @@ def test_math_answers_count_from_a_final_boxed_when_there_is_no_answer_block():
     m = summarize(rows, "math")
     assert m["greedy_accuracy"] == 1.0 and m["pass@1"] == pytest.approx(2 / 3) and m["cons@3"] == 1.0
     assert summarize(rows, "integer")["pass@1"] == 0.0
+
+
+def test_cache_false_generates_again_instead_of_reading_the_cache(tmp_path, monkeypatch):
+    from r1pipe import evaluation, generation
+    from r1pipe.data import load_rows
+
+    rows = load_rows({"builtin": "arithmetic", "size": 8, "seed": 7}, need=("prompt", "answer"))
+    settings = dict(backend="transformers", dtype="float32", greedy=True, k=2, temperature=0.6, top_p=0.95,
+                    max_new_tokens=16, batch_size=64, seed=0, shard_size=4, cache=True, budget={})
+    skill = {"a": 1}
+    loads = []
+    make = skilled_engine(skill)
+    monkeypatch.setattr(generation, "make_engine", lambda *a, **k: (loads.append(a), make(*a, **k))[1])
+    model, entry = tmp_path / "a" / "model", tmp_path / "entry"
+    first, _, hit = evaluation.evaluate_model(model, rows, settings, "integer", entry)
+    assert not hit and len(loads) == 1
+    skill["a"] = 4  # the same model answering differently now shows which result is read
+    again, _, hit = evaluation.evaluate_model(model, rows, settings, "integer", entry)
+    assert hit and len(loads) == 1 and again["greedy_accuracy"] == first["greedy_accuracy"] < 1
+    fresh, samples, hit = evaluation.evaluate_model(model, rows, {**settings, "cache": False}, "integer", entry)
+    assert not hit and len(loads) == 2 and fresh["greedy_accuracy"] == fresh["pass@1"] == 1.0
+    assert all(s["greedy"].endswith(f"<answer>{s['answer']}</answer>") for s in samples)
+    # and what it computed is the entry now
+    assert evaluation.evaluate_model(model, rows, settings, "integer", entry)[0]["greedy_accuracy"] == 1.0
