@@ -43,6 +43,36 @@ def _kill_when(cmd, path, timeout=120):
     return there()
 
 
+_HOLD = """
+import runpy, sys, time
+from pathlib import Path
+
+from transformers.trainer_callback import CallbackHandler
+
+step, flag = int(sys.argv.pop(1)), Path(sys.argv.pop(1))
+saved = CallbackHandler.on_save
+
+
+def on_save(self, args, state, control):
+    control = saved(self, args, state, control)
+    if state.global_step == step:
+        flag.touch()
+        time.sleep(600)
+    return control
+
+
+CallbackHandler.on_save = on_save
+runpy.run_module("r1pipe.cli", run_name="__main__")
+"""
+
+
+def _held_after_save(step, flag, *args):
+    """`r1pipe *args` that, once training has saved its step-`step` checkpoint (and every callback has seen it),
+    touches `flag` and sleeps: killed when `flag` appears, it dies after that checkpoint and before the next
+    step however slow the machine, where polling for the checkpoint alone races the rest of the stage."""
+    return [sys.executable, "-c", _HOLD, str(step), str(flag), *args]
+
+
 def _manifest(run_dir, stage):
     return json.loads((run_dir / stage / "manifest.json").read_text())
 
