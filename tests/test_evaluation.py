@@ -226,7 +226,7 @@ NO_ANSWER = "<think>r</think>no answer"
 BEFORE = [
     {"prompt": "p1", "answer": "5", "greedy": _t(5), "samples": [_t(5), _t(5), _t(7)]},  # 2/3; votes 5:2
     {"prompt": "p2", "answer": "8", "greedy": _l(3), "samples": [_l(8), _t(2), _t(2)]},  # 1/3; votes 2:2 beat 8:1
-    {"prompt": "p3", "answer": "4", "greedy": _l(4), "samples": [NO_ANSWER, NO_ANSWER, _l(4)]},  # 1/3; no answer, no vote
+    {"prompt": "p3", "answer": "4", "greedy": _l(4), "samples": [NO_ANSWER, NO_ANSWER, _l(4)]},  # 1/3; no answer no vote
     {"prompt": "p4", "answer": "6", "greedy": NO_ANSWER, "samples": [_t(6), _t(7), NO_ANSWER]},  # 1/3; tie 6:1, 7:1
 ]
 

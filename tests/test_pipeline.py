@@ -292,9 +292,8 @@ def test_eval_numbers_recompute_exactly_from_saved_samples(run_copy, monkeypatch
     samples = read_samples(stage)
     assert len(samples) == 16 and all(len(s["samples"]) == 2 for s in samples)
     assert 0 < saved["greedy_accuracy"] < 1 and 0 < saved["pass@1"] < 1 and saved["pass@1"] != saved["greedy_accuracy"]
-    assert summarize(samples, "integer") == {k: v for k, v in saved.items()
-                                             if k not in ("seconds", "settings", "generation", "benchmark", "cache", "decontaminated")
-                                             and not k.startswith("vs_")}
+    run_facts = ("seconds", "settings", "generation", "benchmark", "cache", "decontaminated")
+    assert summarize(samples, "integer") == {k: v for k, v in saved.items() if k not in run_facts and not k.startswith("vs_")}
     assert _manifest(run_copy, "cold_sft")["eval"] == saved
 
     script = Path(__file__).parents[1] / "scripts" / "recompute_eval.py"
