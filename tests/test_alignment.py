@@ -213,22 +213,31 @@ def test_logit_distillation_runs_with_trls_distillation_trainer(run_copy):
     assert set(m["outputs"]) == {"model"}
 
 
-def test_distill_killed_mid_training_resumes_from_its_shards_and_checkpoint(run_copy):
+def test_distill_killed_mid_training_resumes_from_its_shards_and_checkpoint(run_copy, tmp_path):
     import shutil
-    import subprocess
-    import sys
 
-    from test_pipeline import _kill_when
+    from test_pipeline import _held_after_save, _kill_when
 
+    def losses():
+        lines = [json.loads(l) for l in (run_copy / "distill" / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in lines if "loss" in r]
+
+    uninterrupted = losses()
     ov = overrides_for(run_copy, "eval.after_stage=false", "distill.baseline.enabled=false")
     shutil.rmtree(run_copy / "distill")
-    ckpt = run_copy / "distill" / "trainer" / "checkpoint-2" / "trainer_state.json"
-    cmd = [sys.executable, "-m", "r1pipe.cli", "run", "--stage", "distill", *ov]
-    assert _kill_when(cmd, ckpt), "the student never saved a checkpoint"
+    held = tmp_path / "held"
+    cmd = _held_after_save(2, held, "run", "--stage", "distill", *ov)
+    # no race to lose: the process waits at the checkpoint, so the limit only bounds a failing run
+    assert _kill_when(cmd, held, timeout=600), "the student never saved a checkpoint"
+    trainer = run_copy / "distill" / "trainer"
+    assert sorted(p.name for p in trainer.glob("checkpoint-*")) == ["checkpoint-2"]
     shards = {p: p.stat().st_mtime_ns for p in (run_copy / "distill" / "shards").glob("shard-*.jsonl")}
     assert shards and not (run_copy / "distill" / "manifest.json").exists()
     steps = runner.run_all(config.load(ov), ov, start="distill", stop="distill")
     assert [(s.stage, s.action) for s in steps] == [("distill", "resume")]
     m = _manifest(run_copy, "distill")
-    assert m["resumed"] and m["metrics"]["resumed_from_step"] >= 2 and m["metrics"]["global_step"] == 4
+    assert m["resumed"] and m["metrics"]["resumed_from_step"] == 2 and m["metrics"]["global_step"] == 4
+    # steps 3 and 4 trained once, after step 2 restored from the checkpoint: the losses of a run never killed
+    assert [step for step, _ in losses()] == [2, 4]
+    assert losses() == [(step, pytest.approx(loss, rel=1e-6)) for step, loss in uninterrupted]
     assert {p: p.stat().st_mtime_ns for p in shards} == shards  # the teacher's traces were not regenerated

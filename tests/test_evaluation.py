@@ -10,6 +10,35 @@ from conftest import FIXTURES, overrides_for
 from test_cli import _cli
 
 
+def skilled_engine(skill: dict[str, int]):
+    """A stand-in for generation.make_engine whose models have known skills: the model in a directory named in
+    `skill` (its stage, or `baseline` for distill's second student) answers its j-th reply to a+b right when
+    right(skill[name], a, b, j). A wrong reply says a+b+1, strict on the first sample and without its think
+    block after, so accuracy and strict format differ."""
+    from pathlib import Path
+
+    from r1pipe.tasks.arithmetic import parse_prompt
+
+    def make(model_dir, **_):
+        level = skill[Path(model_dir).parent.name]
+
+        def engine(turns, sampling):
+            out = []
+            for t in turns:
+                a, b = parse_prompt(t[-1]["content"])
+                out.append([f"<think>{a}+{b}</think><answer>{a + b}</answer>" if right(level, a, b, j) else
+                            f"<think>{a}+{b}</think><answer>{a + b + 1}</answer>" if j == 0 else
+                            f"<answer>{a + b + 1}</answer>" for j in range(sampling.n)])
+            return out
+        return engine
+    return make
+
+
+def right(level: int, a: int, b: int, j: int) -> bool:
+    """Whether a skilled_engine model at `level` (0 to 4) answers a+b right in its j-th reply."""
+    return (a + b + j) % 4 < level
+
+
 def _eval(run, *extra):
     r = _cli("eval", "--stage", "cold_sft", *overrides_for(run, *extra))
     assert r.returncode == 0, r.stderr
@@ -174,3 +203,131 @@ def test_budget_forcing_with_a_real_model_cuts_thinking_at_the_cap(smoke_run):
         assert free_head.startswith(head) and len(head) <= len(free_head)
         if "</think>" not in f[: len(head) + 8]:
             assert len(head) < len(free_head)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The numbers themselves, on hand-made samples whose every metric is worked out by hand below. Each value lies
+# strictly between 0 and 1 and differs from the others, so a metric averaged over the wrong axis, a sign
+# flipped or two metrics swapped gives a number these tests do not expect.
+
+
+def _t(x):  # strict format: a think block, then the answer
+    return f"<think>r</think><answer>{x}</answer>"
+
+
+def _l(x):  # lenient: the right tags for the answer, but no think block
+    return f"<answer>{x}</answer>"
+
+
+NO_ANSWER = "<think>r</think>no answer"
+
+# 4 problems, k=3. Correct samples by column: [1,1,0,1], [1,0,0,0], [0,0,1,0], so the per-problem means
+# (the right axis) and the per-column means (the wrong one) have different spreads.
+BEFORE = [
+    {"prompt": "p1", "answer": "5", "greedy": _t(5), "samples": [_t(5), _t(5), _t(7)]},  # 2/3; votes 5:2
+    {"prompt": "p2", "answer": "8", "greedy": _l(3), "samples": [_l(8), _t(2), _t(2)]},  # 1/3; votes 2:2 beat 8:1
+    {"prompt": "p3", "answer": "4", "greedy": _l(4), "samples": [NO_ANSWER, NO_ANSWER, _l(4)]},  # 1/3; no answer no vote
+    {"prompt": "p4", "answer": "6", "greedy": NO_ANSWER, "samples": [_t(6), _t(7), NO_ANSWER]},  # 1/3; tie 6:1, 7:1
+]
+
+
+def test_summarize_computes_each_metric_per_problem_then_over_problems():
+    from r1pipe.evaluation import summarize
+
+    m = summarize(BEFORE, "integer")
+    assert m["n_problems"] == 4 and m["k"] == 3
+    # greedy correct [1, 0, 1, 0]: sample variance 1/3, SE sqrt(1/3 / 4)
+    assert m["greedy_accuracy"] == 0.5 and m["greedy_accuracy_se"] == pytest.approx((1 / 12) ** 0.5)
+    assert m["greedy_strict_format"] == 0.25  # only p1's greedy reply is strict; p3's is right but not strict
+    # pass@1 per problem [2/3, 1/3, 1/3, 1/3]: mean 5/12, squared deviations sum to 1/12, SE sqrt(1/36 / 4) =
+    # 1/12. Over the 3 columns instead the SE would be 1/6; over all 12 samples flat, 0.149.
+    assert m["pass@1"] == pytest.approx(5 / 12) and m["pass@1_se"] == pytest.approx(1 / 12)
+    # majority [5, 2, 4, 6] against gold [5, 8, 4, 6]: replies with no answer do not vote (p3's one answer
+    # wins), and a tie goes to the answer given first (p4: 6 before 7), as scripts/recompute_eval.py counts
+    assert m["cons@3"] == 0.75 and m["cons@3_se"] == pytest.approx(0.25)
+    assert m["strict_format"] == pytest.approx((1 + 2 / 3 + 0 + 2 / 3) / 4)  # 7/12, per problem then over them
+    # lengths are per sample: a think block is "r", and the lenient replies have none
+    replies = [c for s in BEFORE for c in s["samples"]]
+    assert m["mean_think_chars"] == pytest.approx(sum(1 for c in replies if "</think>" in c) / 12)
+    answers = [c.split("</think>")[-1] for c in replies]
+    assert m["mean_answer_chars"] == pytest.approx(sum(map(len, answers)) / 12)
+
+
+def test_mean_se_is_the_sample_standard_deviation_over_root_n():
+    import math
+
+    from r1pipe.evaluation import mean_se
+
+    mean, se = mean_se([0.2, 0.4, 0.9])
+    # mean 0.5; squared deviations 0.09 + 0.01 + 0.16 = 0.26 over n-1 = 2, then over n = 3
+    assert mean == pytest.approx(0.5) and se == pytest.approx(math.sqrt(0.13 / 3))
+    assert mean_se([0.3]) == (0.3, 0.0)
+    assert all(math.isnan(v) for v in mean_se([]))
+
+
+def test_paired_difference_is_after_minus_before_problem_by_problem():
+    from r1pipe.evaluation import paired_difference
+
+    after = [
+        {**BEFORE[0], "greedy": _t(9), "samples": [_t(5)] * 3},  # greedy 1 -> 0; pass@1 2/3 -> 3/3
+        {**BEFORE[1], "greedy": _t(8), "samples": [_t(8), _t(8), _t(1)]},  # 0 -> 1; 1/3 -> 2/3
+        {**BEFORE[2], "greedy": _t(4)},  # 1 -> 1; 1/3 -> 1/3
+        {**BEFORE[3], "greedy": _t(6)},  # 0 -> 1; 1/3 -> 1/3
+    ]
+    d = paired_difference(BEFORE, after, "integer")
+    # greedy differences [-1, 1, 0, 1]: mean 1/4, squared deviations sum to 2.75, SE sqrt(2.75/3 / 4)
+    assert d["greedy_accuracy_diff"] == 0.25 and d["greedy_accuracy_diff_se"] == pytest.approx((2.75 / 12) ** 0.5)
+    # pass@1 differences [1/3, 1/3, 0, 0]: mean 1/6, SE sqrt((4/36)/3 / 4)
+    assert d["pass@1_diff"] == pytest.approx(1 / 6) and d["pass@1_diff_se"] == pytest.approx((1 / 108) ** 0.5)
+    back = paired_difference(after, BEFORE, "integer")
+    assert back["greedy_accuracy_diff"] == -0.25 and back["pass@1_diff"] == pytest.approx(-1 / 6)
+    assert back["greedy_accuracy_diff_se"] == pytest.approx(d["greedy_accuracy_diff_se"])
+    # pairs are taken by position, so problems in another order, or asked another way, give no difference
+    # at all rather than one between unrelated problems
+    assert paired_difference(BEFORE, after[::-1], "integer") == {}
+    assert paired_difference(BEFORE, [{**after[0], "system": "Be brief."}, *after[1:]], "integer") == {}
+
+
+def test_math_answers_count_from_a_final_boxed_when_there_is_no_answer_block():
+    from r1pipe.evaluation import summarize
+    from r1pipe.rewards import is_correct, predicted_answer
+
+    boxed = "<think>half of one</think>So it is \\boxed{\\frac{1}{2}}."
+    assert predicted_answer(boxed, "math") == "\\frac{1}{2}" and is_correct(boxed, "0.5", "math")
+    assert predicted_answer("<think>x</think>\\boxed{\\sqrt{\\frac{1}{4}}}", "math") == "\\sqrt{\\frac{1}{4}}"
+    assert predicted_answer(boxed, "integer") is None  # the fallback is for math benchmarks only
+    assert predicted_answer("<think>x</think>\\boxed{3} and \\boxed{4}", "math") == "4"  # the last one
+    # an <answer> block wins over a box, and a box inside the reasoning is not the answer
+    assert predicted_answer("<think>x</think>\\boxed{7} <answer>3</answer>", "math") == "3"
+    assert predicted_answer("<think>maybe \\boxed{7}</think>I am not sure", "math") is None
+    assert predicted_answer("<think>x</think>\\boxed{\\frac{1}{2}", "math") is None  # cut off by the token limit
+    # and it is what evaluation counts and votes with
+    rows = [{"prompt": "q", "answer": "0.5", "greedy": boxed,
+             "samples": [boxed, "<think>x</think>\\boxed{\\frac{1}{3}}", "<think>x</think>\\boxed{\\frac{1}{2}}"]}]
+    m = summarize(rows, "math")
+    assert m["greedy_accuracy"] == 1.0 and m["pass@1"] == pytest.approx(2 / 3) and m["cons@3"] == 1.0
+    assert summarize(rows, "integer")["pass@1"] == 0.0
+
+
+def test_cache_false_generates_again_instead_of_reading_the_cache(tmp_path, monkeypatch):
+    from r1pipe import evaluation, generation
+    from r1pipe.data import load_rows
+
+    rows = load_rows({"builtin": "arithmetic", "size": 8, "seed": 7}, need=("prompt", "answer"))
+    settings = dict(backend="transformers", dtype="float32", greedy=True, k=2, temperature=0.6, top_p=0.95,
+                    max_new_tokens=16, batch_size=64, seed=0, shard_size=4, cache=True, budget={})
+    skill = {"a": 1}
+    loads = []
+    make = skilled_engine(skill)
+    monkeypatch.setattr(generation, "make_engine", lambda *a, **k: (loads.append(a), make(*a, **k))[1])
+    model, entry = tmp_path / "a" / "model", tmp_path / "entry"
+    first, _, hit = evaluation.evaluate_model(model, rows, settings, "integer", entry)
+    assert not hit and len(loads) == 1
+    skill["a"] = 4  # the same model answering differently now shows which result is read
+    again, _, hit = evaluation.evaluate_model(model, rows, settings, "integer", entry)
+    assert hit and len(loads) == 1 and again["greedy_accuracy"] == first["greedy_accuracy"] < 1
+    fresh, samples, hit = evaluation.evaluate_model(model, rows, {**settings, "cache": False}, "integer", entry)
+    assert not hit and len(loads) == 2 and fresh["greedy_accuracy"] == fresh["pass@1"] == 1.0
+    assert all(s["greedy"].endswith(f"<answer>{s['answer']}</answer>") for s in samples)
+    # and what it computed is the entry now
+    assert evaluation.evaluate_model(model, rows, settings, "integer", entry)[0]["greedy_accuracy"] == 1.0

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import shutil
 
@@ -40,6 +41,36 @@ def _kill_when(cmd, path, timeout=120):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return there()
+
+
+_HOLD = """
+import runpy, sys, time
+from pathlib import Path
+
+from transformers.trainer_callback import CallbackHandler
+
+step, flag = int(sys.argv.pop(1)), Path(sys.argv.pop(1))
+saved = CallbackHandler.on_save
+
+
+def on_save(self, args, state, control):
+    control = saved(self, args, state, control)
+    if state.global_step == step:
+        flag.touch()
+        time.sleep(600)
+    return control
+
+
+CallbackHandler.on_save = on_save
+runpy.run_module("r1pipe.cli", run_name="__main__")
+"""
+
+
+def _held_after_save(step, flag, *args):
+    """`r1pipe *args` that, once training has saved its step-`step` checkpoint (and every callback has seen it),
+    touches `flag` and sleeps: killed when `flag` appears, it dies after that checkpoint and before the next
+    step however slow the machine, where polling for the checkpoint alone races the rest of the stage."""
+    return [sys.executable, "-c", _HOLD, str(step), str(flag), *args]
 
 
 def _manifest(run_dir, stage):
@@ -241,33 +272,55 @@ def test_kill_during_grpo_then_rerun_resumes(run_copy):
     assert logged == list(range(1, 13))
 
 
-def test_eval_numbers_recompute_exactly_from_saved_samples(smoke_run):
-    from r1pipe.evaluation import summarize
+def test_eval_numbers_recompute_exactly_from_saved_samples(run_copy, monkeypatch):
+    """README's promise: scripts/recompute_eval.py, which shares no code with r1pipe, gets every number in
+    eval.json back from eval_samples.jsonl and says so when one differs. The smoke models answer nothing right,
+    so cold_sft and reasoning_rl are evaluated again by stand-ins that answer some problems right."""
+    from statistics import mean
 
-    stage = smoke_run / "cold_sft"
+    from r1pipe import generation
+    from r1pipe.evaluation import paired_difference, read_samples, summarize
+    from r1pipe.tasks.arithmetic import parse_prompt
+    from test_evaluation import right, skilled_engine
+
+    monkeypatch.setattr(generation, "make_engine", skilled_engine({"cold_sft": 2, "reasoning_rl": 3}))
+    # not from the cache: the smoke reasoning_rl has cold_sft's very weights (no reward, no gradient), so both
+    # share one entry
+    cfg = config.load(overrides_for(run_copy, "eval.cache=false"))
+    for stage in ("cold_sft", "reasoning_rl"):  # the parent first: the child's paired Δ reads its samples
+        runner.evaluate_after(cfg, stage, _manifest(run_copy, stage))
+
+    stage = run_copy / "cold_sft"
     saved = json.loads((stage / "eval.json").read_text())
-    samples = [json.loads(l) for l in (stage / "eval_samples.jsonl").read_text().splitlines()]
+    samples = read_samples(stage)
     assert len(samples) == 16 and all(len(s["samples"]) == 2 for s in samples)
-    again = summarize(samples, "integer")
-    assert again == {k: v for k, v in saved.items()
-                     if k not in ("seconds", "settings", "generation", "benchmark", "cache", "decontaminated")
-                     and not k.startswith("vs_")}
-    # An independent recomputation: a regex of our own instead of r1pipe's parsers.
-    import re
+    assert 0 < saved["greedy_accuracy"] < 1 and 0 < saved["pass@1"] < 1 and saved["pass@1"] != saved["greedy_accuracy"]
+    run_facts = ("seconds", "settings", "generation", "benchmark", "cache", "decontaminated")
+    assert summarize(samples, "integer") == {k: v for k, v in saved.items() if k not in run_facts and not k.startswith("vs_")}
+    assert _manifest(run_copy, "cold_sft")["eval"] == saved
 
-    def right(text, gold):
-        found = re.findall(r"<answer>\s*([+-]?\d+)\s*</answer>", text.split("</think>")[-1])
-        return bool(found) and int(found[-1]) == int(gold)
+    script = Path(__file__).parents[1] / "scripts" / "recompute_eval.py"
 
-    greedy = sum(right(s["greedy"], s["answer"]) for s in samples) / len(samples)
-    pass1 = sum(sum(right(c, s["answer"]) for c in s["samples"]) / 2 for s in samples) / len(samples)
-    assert saved["greedy_accuracy"] == greedy and abs(saved["pass@1"] - pass1) < 1e-12
-    # the paired comparison with the parent recomputes too
-    from r1pipe.evaluation import paired_difference, read_samples
+    def recompute():
+        return subprocess.run([sys.executable, str(script), str(run_copy)], capture_output=True, text=True)
 
-    rl = json.loads((smoke_run / "reasoning_rl" / "eval.json").read_text())
-    assert rl["vs_cold_sft"] == paired_difference(samples, read_samples(smoke_run / "reasoning_rl"), "integer")
-    assert _manifest(smoke_run, "cold_sft")["eval"] == saved
+    r = recompute()
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = {l.split()[0]: l for l in r.stdout.splitlines()}
+    assert lines["cold_sft"].endswith("match") and lines["reasoning_rl"].endswith("match")
+    assert f"greedy {saved['greedy_accuracy']:.4f}" in lines["cold_sft"]
+    # one sample's worth off, in one number of one stage: found and named
+    (stage / "eval.json").write_text(json.dumps({**saved, "pass@1": saved["pass@1"] + 1 / 32}))
+    r = recompute()
+    lines = {l.split()[0]: l for l in r.stdout.splitlines()}
+    assert r.returncode == 1 and lines["cold_sft"].endswith("MISMATCH: pass@1") and lines["reasoning_rl"].endswith("match")
+
+    # the paired comparison: reasoning_rl's gain over cold_sft, problem by problem, from how the stand-ins answer
+    problems = [parse_prompt(s["prompt"]) for s in samples]
+    gain = [right(3, a, b, 0) - right(2, a, b, 0) for a, b in problems]
+    rl = json.loads((run_copy / "reasoning_rl" / "eval.json").read_text())
+    assert rl["vs_cold_sft"]["greedy_accuracy_diff"] == pytest.approx(mean(gain)) and mean(gain) > 0
+    assert rl["vs_cold_sft"] == paired_difference(samples, read_samples(run_copy / "reasoning_rl"), "integer")
 
 
 def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_taken_over(run_copy):

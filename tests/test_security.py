@@ -240,14 +240,37 @@ def test_hostile_rows_load_as_plain_strings_from_every_file_type(tmp_path):
     assert not marker.exists()
 
 
-def test_hub_dataset_with_a_loading_script_is_refused_not_run(tmp_path):
+def test_hub_dataset_with_a_loading_script_is_refused_not_run(tmp_path, monkeypatch):
+    """r1pipe never asks `datasets` to run a dataset's own code, and reports the refusal in one line.
+
+    The pinned `datasets` cannot run loading scripts at all, asked or not, so a real load proves nothing about
+    r1pipe. The stand-in below is a `datasets` that can (as 2.x could, with trust_remote_code=True): a script
+    runs only if r1pipe asks for it, so the test fails if any hub loader (training rows, preference pairs,
+    benchmarks) ever does."""
+    import datasets
+
     marker = tmp_path / "pwned"
     repo = tmp_path / "evil"
     repo.mkdir()
     (repo / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
-    with pytest.raises(R1Error, match="cannot load hub dataset"):
-        data.load_rows({"hub": str(repo)}, ("prompt", "answer"))
-    assert not marker.exists()
+    asked = []
+
+    def load_dataset(path, *args, **kwargs):
+        asked.append(kwargs)
+        if kwargs.get("trust_remote_code"):
+            marker.touch()  # what evil.py would do
+            return datasets.Dataset.from_list([{"prompt": "1+1", "answer": "2", "chosen": "a", "rejected": "b"}])
+        raise RuntimeError("Dataset scripts are no longer supported, but found evil.py\nmore detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    for load in (lambda: data.load_rows({"hub": str(repo)}, ("prompt", "answer")),
+                 lambda: data.load_preferences({"hub": str(repo)}),
+                 lambda: benchmarks.load("evil", {"hub": str(repo)})):
+        with pytest.raises(data.DataUnavailable) as e:
+            load()
+        assert e.value.message == f"cannot load hub dataset {repo}: Dataset scripts are no longer supported, but found evil.py"
+        assert "local copy" in e.value.hint
+    assert len(asked) == 3 and not marker.exists()
 
 
 # ------------------------------------------------------------------------------------------- static check
