@@ -18,7 +18,6 @@ import logging
 import math
 import shutil
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +56,7 @@ def summarize(samples: list[dict[str, Any]], verifier: str) -> dict[str, Any]:
             ok = [rewards.is_correct(c, s["answer"], verifier) for c in s["samples"]]
             p1.append(sum(ok) / k)
             fmt.append(sum(rewards.strict_format(c) for c in s["samples"]) / k)
-            votes = Counter(a for a in (rewards.predicted_answer(c, verifier) for c in s["samples"]) if a is not None)
-            top = votes.most_common(1)[0][0] if votes else None
+            top = rewards.majority_answer([rewards.predicted_answer(c, verifier) for c in s["samples"]], verifier)
             cons.append(float(top is not None and rewards.is_correct(f"<answer>{top}</answer>", s["answer"], verifier)))
             for c in s["samples"]:
                 think, summary = rewards.split_think(c)

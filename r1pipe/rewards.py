@@ -81,6 +81,29 @@ def predicted_answer(completion: str, verifier: str = "integer") -> str | None:
     return pred
 
 
+def majority_answer(answers: list[str | None], verifier: str = "integer") -> str | None:
+    """cons@k's vote: the answer most of `answers` give, counting equal answers as one ("05" and "5", "5,000" and
+    "5000" for integers; math-verify's equivalence for math, so \\frac12 and 0.5 vote together). None, and for
+    integers an answer that is no integer, does not vote; a tie goes to the answer given first. Returns one of
+    the answers as written."""
+    groups: list[list[str]] = []  # each: the answers equal to its first one
+    for a in answers:
+        if a is None:
+            continue
+        if verifier == "integer":
+            key = parse_int(a)
+            if key is None:
+                continue
+            same = next((g for g in groups if parse_int(g[0]) == key), None)
+        else:
+            same = next((g for g in groups if g[0] == a or math_equal(a, g[0], cache_gold=False)), None)
+        if same is None:
+            groups.append([a])
+        else:
+            same.append(a)
+    return max(groups, key=len)[0] if groups else None  # max keeps the first of equal lengths
+
+
 def is_correct(completion: str, gold: str, verifier: str = "integer") -> bool:
     """Does the completion's extracted answer equal the gold answer? verifier: integer | math.
 

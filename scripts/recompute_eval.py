@@ -12,12 +12,15 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-ANSWER = re.compile(r"<answer>\s*([+-]?\d+)\s*</answer>")
+ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
+INTEGER = re.compile(r"[+-]?\d+")
 
 
 def answer(text: str) -> int | None:
+    """The last answer block after the reasoning, as an integer; thousands commas and spaces are allowed."""
     found = ANSWER.findall(text.split("</think>")[-1])
-    return int(found[-1]) if found else None
+    digits = found[-1].replace(",", "").replace(" ", "").strip() if found else ""
+    return int(digits) if INTEGER.fullmatch(digits) else None
 
 
 def mean(xs: list[float]) -> float:

@@ -253,6 +253,21 @@ def test_summarize_computes_each_metric_per_problem_then_over_problems():
     assert m["mean_answer_chars"] == pytest.approx(sum(map(len, answers)) / 12)
 
 
+def test_majority_vote_counts_equal_answers_as_one():
+    """cons@k votes on what an answer means, as accuracy judges it, not on how it is written."""
+    from r1pipe.evaluation import summarize
+    from r1pipe.rewards import majority_answer
+
+    assert majority_answer(["7", "05", "5"]) == "05"  # 05 and 5 are one answer with two votes
+    assert majority_answer(["1,000", "7", "1000"]) == "1,000"
+    assert majority_answer(["3", "4"]) == "3" and majority_answer(["x", "4", "x"]) == "4"  # "x" is no integer: no vote
+    assert majority_answer([None, None]) is None and majority_answer([None, "4"]) == "4"
+    assert majority_answer(["\\frac{1}{2}", "3", "0.5"], "math") == "\\frac{1}{2}"
+    # the same vote in summarize: gold 5, samples 7, 05, 5
+    m = summarize([{"prompt": "p", "answer": "5", "greedy": None, "samples": [_t(7), _t("05"), _t(5)]}], "integer")
+    assert m["cons@3"] == 1.0 and m["pass@1"] == pytest.approx(2 / 3)
+
+
 def test_mean_se_is_the_sample_standard_deviation_over_root_n():
     import math
 
