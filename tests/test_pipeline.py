@@ -26,9 +26,10 @@ def _run_all(run_dir, *extra, **kw):
     return runner.run_all(config.load(ov), ov, **kw)
 
 
-def _kill_when(cmd, path, timeout=120):
+def _kill_when(cmd, path, timeout=600):
     """Start `cmd`, SIGKILL its process group as soon as `path` exists (a .json file: exists whole, since a kill
-    while it is half-written rightly leaves that checkpoint unusable); returns whether it appeared."""
+    while it is half-written rightly leaves that checkpoint unusable); returns whether it appeared. The deadline
+    is only a backstop: a 2-core machine busy with other work took over 2 minutes to a first checkpoint."""
     from r1pipe.manifest import read_json_dict
 
     def there():
