@@ -450,6 +450,8 @@ def bench_smollm2_training(sizes: dict, matmul: dict) -> dict:
             ov.append(f"{stage}.trainer.per_device_train_batch_size={sizes['sft_batch']}")
         if kind == "grpo":
             ov += [f"{stage}.init=base", f"{stage}.log_samples=0"]  # from base: independent of which cold_sft ran last
+            # the untouched base solves none of the preset's prompts, so its difficulty filter would keep none
+            ov.append(f"{stage}.difficulty_filter.enabled=false")
             ov.append(f"{stage}.trainer.per_device_train_batch_size={sizes['grpo_completions']}")
             if sizes["grpo_completion_length"]:
                 ov.append(f"{stage}.trainer.max_completion_length={sizes['grpo_completion_length']}")
