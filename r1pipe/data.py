@@ -170,7 +170,11 @@ def _builtin(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, st
                                     digits=source.get("digits") or arithmetic.DIGITS)
     except ValueError as e:
         raise R1Error(str(e), hint="ask for fewer problems") from e
-    return list(arithmetic.records(pairs, with_solution="solution" in need))
+    slips = float(source.get("slips") or 0.0)
+    if not 0.0 <= slips <= 1.0:
+        raise R1Error(f"builtin data source {source_name(source)}: slips must be between 0 and 1, got {slips}",
+                      hint="the share of solutions that forget one carry, e.g. slips: 0.3")
+    return list(arithmetic.records(pairs, with_solution="solution" in need, slips=slips, seed=int(source["seed"])))
 
 
 def _read_file(path: Path) -> list[dict[str, Any]]:

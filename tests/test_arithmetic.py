@@ -43,3 +43,24 @@ def test_asking_for_more_problems_than_exist_fails():
 
 def test_prompt_round_trip():
     assert ar.parse_prompt(ar.prompt(12, 345)) == (12, 345)
+
+
+def test_a_slip_forgets_one_carry_and_the_answer_follows_the_working():
+    assert ar.carried(347, 285) == [1, 2]
+    assert ar.solution(347, 285, slip=1) == "<think>7+5=12 4+8=12 3+2+1=6</think><answer>622</answer>"
+    assert ar.solution(254, 766, slip=2) == "<think>4+6=10 5+6+1=12 2+7=9</think><answer>920</answer>"
+    assert ar.solution(347, 285, slip=None) == ar.solution(347, 285)
+
+
+def test_slips_are_the_asked_share_of_carrying_solutions_and_seeded():
+    pairs = ar.problems(4000, seed=1)
+    rows = list(ar.records(pairs, slips=0.3, seed=1))
+    assert rows == list(ar.records(pairs, slips=0.3, seed=1))
+    wrong = [r for r in rows if re.search(r"<answer>(\d+)", r["solution"]).group(1) != r["answer"]]
+    carrying = [p for p in pairs if ar.carried(*p)]
+    assert 0.25 < len(wrong) / len(carrying) < 0.35
+    for r in wrong:  # exactly one column lost its carry; the answer stays the true sum
+        a, b = ar.parse_prompt(r["prompt"])
+        assert r["answer"] == str(a + b)
+        assert r["solution"] in {ar.solution(a, b, slip=i) for i in ar.carried(a, b)}
+    assert all(r["solution"] == ar.solution(*ar.parse_prompt(r["prompt"])) for r in ar.records(pairs[:50]))

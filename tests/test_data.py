@@ -76,6 +76,7 @@ def test_builtin_excludes_heldout():
         ({"builtin": "arithmetic", "seed": 1}, "has no size"),
         ({"builtin": "arithmetic", "size": 10**7, "seed": 1}, "distinct problems"),
         ({"builtin": "nope", "size": 1, "seed": 1}, "unknown builtin task 'nope'"),
+        ({"builtin": "arithmetic", "size": 10, "seed": 1, "slips": 1.5}, "slips must be between 0 and 1"),
         ({"path": str(FIXTURES / "gsm8k_sample.jsonl"), "fields": {"prompt": "question"}, "answer_pattern": "####"},
          "needs one capture group"),
         ({"path": str(FIXTURES / "gsm8k_sample.jsonl"), "fields": {"prompt": "question"}, "answer_pattern": "(("},

@@ -33,22 +33,39 @@ def parse_prompt(text: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def working(a: int, b: int) -> str:
-    """The column-by-column chain of thought for a+b."""
+def _columns(a: int, b: int, slip: int | None = None) -> tuple[list[str], int]:
+    """The column steps for a+b and the answer they lead to. `slip`: the index of a column whose incoming carry
+    is forgotten; every later step and the answer follow from that mistake, as a person's would."""
     da, db = str(a)[::-1], str(b)[::-1]
-    steps, carry = [], 0
-    for i in range(max(len(da), len(db))):
+    steps, carry, digits = [], 0, []
+    n = max(len(da), len(db))
+    for i in range(n):
         x = int(da[i]) if i < len(da) else 0
         y = int(db[i]) if i < len(db) else 0
+        if i == slip:
+            carry = 0
         s = x + y + carry
         steps.append(f"{x}+{y}+{carry}={s}" if carry else f"{x}+{y}={s}")
+        digits.append(str(s) if i == n - 1 else str(s % 10))
         carry = s // 10
-    return " ".join(steps)
+    return steps, int("".join(reversed(digits)))
 
 
-def solution(a: int, b: int) -> str:
-    """The full assistant turn in R1's format."""
-    return f"<think>{working(a, b)}</think><answer>{a + b}</answer>"
+def working(a: int, b: int) -> str:
+    """The column-by-column chain of thought for a+b."""
+    return " ".join(_columns(a, b)[0])
+
+
+def carried(a: int, b: int) -> list[int]:
+    """The indices of the columns (units = 0) that receive a carry."""
+    steps = _columns(a, b)[0]
+    return [i for i, step in enumerate(steps) if step.count("+") == 2]
+
+
+def solution(a: int, b: int, slip: int | None = None) -> str:
+    """The full assistant turn in R1's format; with `slip`, the carry into that column is forgotten."""
+    steps, total = _columns(a, b, slip)
+    return f"<think>{' '.join(steps)}</think><answer>{total}</answer>"
 
 
 def problems(n: int, seed: int, exclude: Iterable[tuple[int, int]] = (),
@@ -76,10 +93,19 @@ def problems(n: int, seed: int, exclude: Iterable[tuple[int, int]] = (),
     return out
 
 
-def records(pairs: Iterable[tuple[int, int]], with_solution: bool = True) -> Iterator[dict]:
-    """Rows in r1pipe's normalized schema: prompt, answer and (for SFT data) the assistant solution."""
+def records(pairs: Iterable[tuple[int, int]], with_solution: bool = True, slips: float = 0.0,
+            seed: int = 0) -> Iterator[dict]:
+    """Rows in r1pipe's normalized schema: prompt, answer and (for SFT data) the assistant solution.
+
+    `slips` is the share of solutions, among those with a carry, that forget one carry (chosen at random) and so
+    reach a wrong answer, the way a model-written cold start has slips a verifier would catch. `answer` stays
+    the true sum. Seeded by `seed`, so a source's rows are the same on every machine.
+    """
+    rng = random.Random(f"slips-{seed}")
     for a, b in pairs:
         row = {"prompt": prompt(a, b), "answer": str(a + b)}
         if with_solution:
-            row["solution"] = solution(a, b)
+            cols = carried(a, b)
+            slip = rng.choice(cols) if slips and cols and rng.random() < slips else None
+            row["solution"] = solution(a, b, slip)
         yield row
