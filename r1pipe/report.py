@@ -581,5 +581,20 @@ def read_seed_evals(cfg, seeds: list[int]) -> dict[int, dict[str, dict[str, Any]
 
 
 def seeds_markdown(cfg, seeds: list[int]) -> str:
-    head, body = across_seeds(read_seed_evals(cfg, seeds))
-    return _md_table(head, body)
+    """One table for the headline benchmark, then one for each other benchmark the stages were evaluated on
+    (a second held-out set tells a gain from tuning to the first)."""
+    from r1pipe import config as config_mod
+    from r1pipe.errors import R1Error
+
+    evals = read_seed_evals(cfg, seeds)
+    if not any(evals.values()):
+        raise R1Error(f"no run of seeds {', '.join(map(str, seeds))} under {config_mod.run_dir(cfg)}-seed*",
+                      hint="run them first: r1pipe seeds --seeds ... (without --summary-only)")
+    headline = next((ev["benchmark"] for run in evals.values() for ev in run.values() if ev.get("benchmark")), "")
+    tables = [f"### {headline}\n\n{_md_table(*across_seeds(evals))}"]
+    others = dict.fromkeys(b for run in evals.values() for ev in run.values() for b in ev.get("benchmarks") or {})
+    for name in others:
+        per = {seed: {stage: (ev.get("benchmarks") or {}).get(name, {}) for stage, ev in run.items()}
+               for seed, run in evals.items()}
+        tables.append(f"### {name}\n\n{_md_table(*across_seeds(per))}")
+    return "\n\n".join(tables)

@@ -155,6 +155,33 @@ def test_seeds_runs_each_seed_in_its_own_directory_and_summarizes_without_torch(
     assert (tmp_path / "run-seeds.md").read_text().startswith("# run: seeds 5, 6")
 
 
+def test_seeds_summary_with_no_runs_is_a_one_line_error(tmp_path):
+    out = _cli("seeds", "--seeds", "1,2", "--summary-only", *overrides_for(tmp_path / "run"))
+    assert out.returncode == 1 and "no run of seeds 1, 2 under" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "run-seeds.md").exists()
+
+
+def test_seeds_summary_has_a_table_per_benchmark(monkeypatch):
+    from r1pipe import report
+
+    def ev(greedy, p1, second, diff=None):
+        e = {"benchmark": "heldout", "greedy_accuracy": greedy, "pass@1": p1,
+             "benchmarks": {"three_digit": {"benchmark": "three_digit", "greedy_accuracy": second, "pass@1": second}}}
+        if diff is not None:
+            e["benchmarks"]["three_digit"]["vs_cold_sft"] = {"pass@1_diff": diff, "pass@1_diff_se": 0.01,
+                                                             "greedy_accuracy_diff": diff, "greedy_accuracy_diff_se": 0.01}
+        return e
+
+    evals = {1: {"cold_sft": ev(0.9, 0.8, 0.7), "reasoning_rl": ev(0.95, 0.9, 0.8, 0.1)},
+             2: {"cold_sft": ev(0.8, 0.7, 0.5), "reasoning_rl": ev(0.85, 0.8, 0.45, -0.05)}}
+    monkeypatch.setattr(report, "read_seed_evals", lambda cfg, seeds: evals)
+    text = report.seeds_markdown(None, [1, 2])
+    headline, second = text.split("### three_digit")
+    assert headline.startswith("### heldout") and "85.0 ± 7.1 (80.0–90.0)" in headline  # cold_sft's greedy
+    assert "60.0 ± 14.1 (50.0–70.0)" in second and "+10.0 ± 1.0, -5.0 ± 1.0" in second
+    assert "1 / 1 of 2" in second
+
+
 def test_seeds_with_a_bad_list_is_a_one_line_error(tmp_path):
     out = _cli("seeds", "--seeds", "1,two", *overrides_for(tmp_path / "run"))
     assert out.returncode == 1 and "--seeds '1,two' is not a comma-separated list of integers" in out.stderr
