@@ -113,6 +113,8 @@ def benchmark_specs(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
                       hint="e.g. eval.benchmarks.heldout={source: ${task.heldout}}")
     out = {}
     for name, spec in specs.items():
+        if spec is None:  # null drops a benchmark an inherited preset names (smoke drops tiny's three_digit)
+            continue
         if not isinstance(spec, dict):
             raise R1Error(f"eval.benchmarks.{name} must be a mapping, got {spec!r}",
                           hint="e.g. {schema: gsm8k, path: data/gsm8k_test.jsonl}")
@@ -120,6 +122,9 @@ def benchmark_specs(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
         source = spec.pop("source", None)
         out[name] = spec = {**source, **spec} if isinstance(source, dict) else spec
         _check_spec(name, spec)
+    if not out:
+        raise R1Error("eval.benchmarks names no benchmark: every entry is null",
+                      hint="e.g. eval.benchmarks.heldout={source: ${task.heldout}}")
     return out
 
 

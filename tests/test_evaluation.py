@@ -346,3 +346,13 @@ def test_cache_false_generates_again_instead_of_reading_the_cache(tmp_path, monk
     assert all(s["greedy"].endswith(f"<answer>{s['answer']}</answer>") for s in samples)
     # and what it computed is the entry now
     assert evaluation.evaluate_model(model, rows, settings, "integer", entry)[0]["greedy_accuracy"] == 1.0
+
+
+def test_a_null_benchmark_is_dropped_and_none_left_is_a_one_line_error():
+    from r1pipe.errors import R1Error
+    from r1pipe.evaluation import benchmark_specs
+
+    held = {"source": {"builtin": "arithmetic", "size": 4, "seed": 7}, "verifier": "integer"}
+    assert list(benchmark_specs({"benchmarks": {"heldout": held, "three_digit": None}})) == ["heldout"]
+    with pytest.raises(R1Error, match="names no benchmark: every entry is null"):
+        benchmark_specs({"benchmarks": {"three_digit": None}})
