@@ -140,12 +140,36 @@ def _manifest(run_dir: Path, stage: str) -> dict:
     return json.loads((run_dir / stage / "manifest.json").read_text())
 
 
+def direct_spec(kind: str, stage: str, stage_cfg: dict, model_dir: Path, direct_dir: Path) -> tuple[Path, dict]:
+    """bench/direct_trl.py's spec for `stage` ("sft" or "grpo"): the rows and trainer block the r1pipe stage
+    would use, written beside `direct_dir` (where the direct run saves). Returns the spec's path and trainer."""
+    from r1pipe import data
+    from r1pipe.stages import reasoning_rl
+
+    if kind == "sft":
+        rows = [{"messages": m["messages"]} for m in data.sft_messages(data.load_rows(stage_cfg["data"], ("prompt", "solution")))]
+        trainer, extra = dict(stage_cfg["trainer"]), {}
+    else:
+        rows = [{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"],
+                 "verifier": stage_cfg["verifier"]} for r in data.load_rows(stage_cfg["data"], ("prompt", "answer"))]
+        trainer = reasoning_rl.trainer_block(stage, stage_cfg)["trainer"]
+        extra = {"reward_weights": trainer.pop("reward_weights")}
+    trainer["logging_nan_inf_filter"] = False  # what r1pipe sets: identical settings, not only similar
+    rows_path = direct_dir.parent / f"{kind}.jsonl"
+    rows_path.parent.mkdir(parents=True, exist_ok=True)
+    rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {"model": str(model_dir), "dtype": stage_cfg.get("dtype", "float32"), "rows": str(rows_path),
+            "trainer": trainer, "seed": int(stage_cfg["seed"]), "output_dir": str(direct_dir), **extra}
+    spec_path = direct_dir.parent / f"{kind}.json"
+    spec_path.write_text(json.dumps(spec))
+    return spec_path, trainer
+
+
 def bench_overhead(repeats: int) -> dict:
     """`r1pipe run --stage` vs bench/direct_trl.py on the same model, rows and trainer settings (fresh
     processes, interleaved). The ratio of wall times is r1pipe's whole cost: Hydra, state checks, parent
     hashing, decontamination, manifest, model card, output hashing and fsync."""
-    from r1pipe import config, data
-    from r1pipe.stages import reasoning_rl
+    from r1pipe import config
 
     run_dir = ROOT / "runs" / "bench-overhead"
     ov = ["conf=tiny", f"run.dir={run_dir}", "eval.after_stage=false", f"cold_sft.trainer.max_steps={SFT_STEPS}",
@@ -156,23 +180,8 @@ def bench_overhead(repeats: int) -> dict:
     out: dict = {}
     for kind, stage, parent in (("sft", "cold_sft", "base"), ("grpo", "reasoning_rl", "cold_sft")):
         stage_cfg = config.stage_config(cfg, stage)
-        if kind == "sft":
-            rows = [{"messages": m["messages"]} for m in data.sft_messages(data.load_rows(stage_cfg["data"], ("prompt", "solution")))]
-            trainer, extra = dict(stage_cfg["trainer"]), {}
-        else:
-            rows = [{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"],
-                     "verifier": stage_cfg["verifier"]} for r in data.load_rows(stage_cfg["data"], ("prompt", "answer"))]
-            trainer = reasoning_rl.trainer_block(stage, stage_cfg)["trainer"]
-            extra = {"reward_weights": trainer.pop("reward_weights")}
-        trainer["logging_nan_inf_filter"] = False  # what r1pipe sets: identical settings, not only similar
         direct_dir = ROOT / "runs" / "bench-direct" / kind
-        rows_path = direct_dir.parent / f"{kind}.jsonl"
-        rows_path.parent.mkdir(parents=True, exist_ok=True)
-        rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        spec = {"model": str(run_dir / parent / "model"), "rows": str(rows_path), "trainer": trainer,
-                "seed": int(stage_cfg["seed"]), "output_dir": str(direct_dir), **extra}
-        spec_path = direct_dir.parent / f"{kind}.json"
-        spec_path.write_text(json.dumps(spec))
+        spec_path, trainer = direct_spec(kind, stage, stage_cfg, run_dir / parent / "model", direct_dir)
         r_walls, d_walls, r_train, d_train, losses = [], [], [], [], set()
         def via_r1pipe():
             wall, _ = _run([*R1PIPE, "run", "--stage", stage, "--force", *ov])

@@ -3,8 +3,8 @@
     python bench/direct_trl.py sft  SPEC.json
     python bench/direct_trl.py grpo SPEC.json
 
-SPEC (written by bench/bench.py from the very config and rows the r1pipe stage uses): the model directory, a
-JSONL of training rows, the trainer block (TRL field names), the seed, and for GRPO the reward weights. The
+SPEC (written by bench.bench.direct_spec from the very config and rows the r1pipe stage uses): the model
+directory and dtype, a JSONL of training rows, the trainer block (TRL field names), the seed, and for GRPO the reward weights. The
 script loads the model, builds the dataset, trains, saves the model, and prints the train loss and runtime
 as JSON. The reward functions are r1pipe's pure functions (the work being compared is the trainer's).
 """
@@ -24,8 +24,12 @@ def main(kind: str, spec_path: str) -> None:
 
     spec = json.loads(Path(spec_path).read_text())
     rows = [json.loads(line) for line in Path(spec["rows"]).read_text().splitlines()]
+    from r1pipe.models import CHAT_TEMPLATE, SERVING_TEMPLATE
+
     tok = AutoTokenizer.from_pretrained(spec["model"])
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype="float32")
+    if tok.chat_template == SERVING_TEMPLATE:  # r1pipe saves models for serving; SFT's loss mask needs the markers
+        tok.chat_template = CHAT_TEMPLATE
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=spec.get("dtype", "float32"))
     common = dict(output_dir=spec["output_dir"], seed=spec["seed"], data_seed=spec["seed"], report_to="none",
                   **spec["trainer"])
     if kind == "sft":
@@ -41,11 +45,15 @@ def main(kind: str, spec_path: str) -> None:
         trainer = GRPOTrainer(model=model, reward_funcs=[accuracy, format_reward, language_consistency],
                               args=GRPOConfig(reward_weights=spec["reward_weights"], **common),
                               train_dataset=Dataset.from_list(rows), processing_class=tok)
+    import torch
+
     result = trainer.train()
+    peak_gpu_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_initialized() else None
     trainer.model.save_pretrained(Path(spec["output_dir"]) / "model")
     tok.save_pretrained(Path(spec["output_dir"]) / "model")
     print("DIRECT " + json.dumps({"train_loss": result.training_loss, "train_runtime_s": result.metrics["train_runtime"],
-                                  "global_step": trainer.state.global_step, "in_process_s": time.perf_counter() - t0}))
+                                  "global_step": trainer.state.global_step, "in_process_s": time.perf_counter() - t0,
+                                  "peak_gpu_mb": peak_gpu_mb}))
 
 
 if __name__ == "__main__":

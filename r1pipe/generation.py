@@ -314,6 +314,19 @@ def generate_budget_forced(model, tokenizer, user_turns: list[str], sampling: Sa
 # Engines and resumable, sharded generation (rejection sampling, distillation traces).
 
 
+def on_accelerator(model):
+    """The model on this process's GPU when there is one, else as it is. Generation outside a trainer (the
+    difficulty filter, the held-out general answers, sampling) runs where training runs: a model left on the CPU
+    of a GPU machine samples at CPU speed, which is how the difficulty filter first ran on a GPU."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available() and model.device.type == "cpu":
+        return model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")  # a launched rank's own GPU
+    return model
+
+
 def make_engine(model_dir, backend: str = "transformers", dtype: str = "float32", trust_remote_code: bool = False):
     """A callable (user_turns, sampling) -> completions for the chosen backend: "transformers" (CPU or GPU) or
     "vllm" (GPU, optional extra)."""
@@ -326,11 +339,8 @@ def make_engine(model_dir, backend: str = "transformers", dtype: str = "float32"
 
         def run_hf(turns, sampling):
             if not loaded:
-                import torch
-
                 model = load_causal_lm(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
-                loaded.extend([model.to("cuda") if torch.cuda.is_available() else model,
-                               load_tokenizer(model_dir, trust_remote_code=trust_remote_code)])
+                loaded.extend([on_accelerator(model), load_tokenizer(model_dir, trust_remote_code=trust_remote_code)])
             return generate(loaded[0], loaded[1], turns, sampling)
 
         return run_hf

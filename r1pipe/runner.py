@@ -17,6 +17,7 @@ import datetime as dt
 import errno
 import logging
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,6 +357,18 @@ def disk_full(e: BaseException, where: Path | None = None) -> bool:
     return False
 
 
+def gpu_peak_mb(reset: bool = False) -> float | None:
+    """This process's peak CUDA memory (torch's allocator) since the last reset, in MB; None when torch was
+    never imported or no GPU was used. Never imports torch: a stage that did not need it has no GPU figure."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
 LOW_DISK = 64 << 20  # bytes free under which a failed write is taken for a full disk
 
 
@@ -385,6 +398,7 @@ def _execute_stage(
     log.info("%s: %s (fingerprint %s)", name, "resuming" if resume else "running", s.expected[:12])
     started, t0 = _now(), time.time()
     memory = PeakRSS().start()
+    gpu_peak_mb(reset=True)
     launcher = launch.spec(cfg)
     try:
         if launch.distributes(launcher, mod):  # the stage's work runs under torchrun/accelerate; the books stay here
@@ -395,6 +409,7 @@ def _execute_stage(
             metrics = mod.run(ctx) or {}
     finally:
         peak_rss_mb = memory.stop()
+    peak_gpu_mb = gpu_peak_mb()
     shutil.rmtree(stage_dir / launch.LAUNCH_DIR, ignore_errors=True)
 
     # Outputs move into place only now: a crash above leaves them in .staging, never where a reader looks.
@@ -423,7 +438,9 @@ def _execute_stage(
         "decontamination": ctx.decontamination if "decontaminate" in stage_cfg else None,
         "eval": {},
         "launch": ctx.launch,
-        "resources": {"peak_rss_mb": peak_rss_mb},  # this process and its children (launched ranks)
+        # RSS: this process and its children (launched ranks); GPU: this process's CUDA allocations, None
+        # where it used no GPU (on the CPU, or when the work ran in launched ranks)
+        "resources": {"peak_rss_mb": peak_rss_mb, "peak_gpu_mb": peak_gpu_mb},
         "env": mf.environment(),
         "seed": ctx.seed,
         "resumed": resume,

@@ -87,7 +87,7 @@ def _weights(cfg: dict[str, Any]) -> list[float]:
 def prepare(ctx) -> None:
     """Under a launcher, once, before the ranks start: the starting model's answers to the held-out general
     prompts (the 'before' of heldout_preference), written for rank 0 to read."""
-    from r1pipe import models
+    from r1pipe import generation, models
 
     cfg = ctx.config
     heldout = _heldout(cfg)
@@ -96,7 +96,7 @@ def prepare(ctx) -> None:
         remote = ctx.trust_remote_code
         model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"), trust_remote_code=remote)
         tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
-        _before(ctx, model, tokenizer, heldout, cfg)
+        _before(ctx, generation.on_accelerator(model), tokenizer, heldout, cfg)
 
 
 def _heldout(cfg) -> list[dict[str, Any]]:
@@ -162,12 +162,13 @@ def run(ctx) -> dict[str, Any]:
     ])  # fmt: skip
 
     tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
-    model = models.load_causal_lm(init_dir, dtype=dtype, trust_remote_code=remote)
+    # on the GPU already for the held-out answers 'before' (the trainer would move it there anyway)
+    model = generation.on_accelerator(models.load_causal_lm(init_dir, dtype=dtype, trust_remote_code=remote))
     heldout = _heldout(cfg)
     measure = bool(heldout and judges and training.is_main())
     before = _before(ctx, model, tokenizer, heldout, cfg) if measure else None
 
-    rollout = generation.grpo_rollout(args) if cfg.get("rollouts", "engine") == "engine" else None
+    rollout = reasoning_rl.rollout_func(cfg, args)
     trainer = GRPOTrainer(model=model, reward_funcs=rule_funcs + pref_funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=training.lora(NAME, cfg), rollout_func=rollout)
     trainer.add_callback(reasoning_rl.samples_callback(trainer, ctx.dir / "samples.jsonl", cfg["log_samples"]))
