@@ -213,8 +213,27 @@ def test_grpo_samples_its_groups_through_the_engine_or_trl_as_configured(run_cop
         after = load_file(run_copy / "reasoning_rl" / "model" / "model.safetensors")
         assert any(not torch.equal(before[k], after[k]) for k in before)
     assert runs["engine"]["fingerprint"] != runs["trl"]["fingerprint"]
-    with pytest.raises(Exception, match="rollouts must be engine or trl"):
+    with pytest.raises(Exception, match="rollouts must be auto, engine or trl, got 'vllm'"):
         runner.validate(config.load(overrides_for(run_copy, "reasoning_rl.rollouts=vllm")), ["reasoning_rl"])
+
+
+def test_auto_rollouts_are_the_engine_on_a_cpu_and_trls_on_a_gpu(monkeypatch):
+    """rollouts=auto: r1pipe's loop where it is faster (CPU), TRL's generate where it measured faster (GPU)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from r1pipe.stages.reasoning_rl import rollout_func
+
+    args = SimpleNamespace(use_vllm=False, top_k=0, min_p=None, repetition_penalty=1.0, generation_kwargs=None,
+                           temperature=1.0, top_p=1.0, max_completion_length=8, use_cpu=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert callable(rollout_func({"rollouts": "auto"}, args))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert rollout_func({"rollouts": "auto"}, args) is None
+    assert callable(rollout_func({"rollouts": "auto"}, SimpleNamespace(**{**vars(args), "use_cpu": True})))
+    assert callable(rollout_func({"rollouts": "engine"}, args))  # asked for by name: on a GPU too
+    assert rollout_func({"rollouts": "trl"}, args) is None
 
 
 def test_difficulty_filter_dtype_is_checked_up_front(tmp_path):

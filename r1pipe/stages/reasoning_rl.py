@@ -47,8 +47,25 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
 def check_rollouts(stage: str, cfg: dict[str, Any]) -> None:
     from r1pipe.errors import R1Error
 
-    if cfg.get("rollouts", "engine") not in ("engine", "trl"):
-        raise R1Error(f"{stage}.rollouts must be engine or trl, got {cfg['rollouts']!r}")
+    if cfg.get("rollouts", "auto") not in ROLLOUTS:
+        raise R1Error(f"{stage}.rollouts must be {', '.join(ROLLOUTS[:-1])} or {ROLLOUTS[-1]}, got {cfg['rollouts']!r}")
+
+
+ROLLOUTS = ("auto", "engine", "trl")
+
+
+def rollout_func(cfg: dict[str, Any], args):
+    """GRPO's rollout_func for this stage's `rollouts`: r1pipe's engine, or None (TRL's own generation).
+    auto: the engine on a CPU, where it is 2-3x faster than model.generate; TRL's on a GPU, where the engine's
+    loop (float32 weights under bf16 autocast) measured 1.8x slower per GRPO step on an H200 (docs/gpu.md)."""
+    import torch
+
+    from r1pipe import generation
+
+    which = cfg.get("rollouts", "auto")
+    if which == "auto":
+        which = "trl" if torch.cuda.is_available() and not args.use_cpu else "engine"
+    return generation.grpo_rollout(args) if which == "engine" else None
 
 
 def validation_block(cfg: dict[str, Any], world_size: int) -> dict[str, Any]:
@@ -80,7 +97,7 @@ def trainer_block(stage: str, cfg: dict[str, Any], weights: list[float] | None =
 def prepare(ctx) -> None:
     """Under a launcher, once, before the ranks start: the difficulty filter's sampling, cached on disk for
     every rank to read (generation in one process never waits at a rank barrier)."""
-    from r1pipe import models
+    from r1pipe import generation, models
 
     cfg = ctx.config
     if cfg["difficulty_filter"]["enabled"]:
@@ -88,7 +105,7 @@ def prepare(ctx) -> None:
         rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
         tokenizer = models.load_tokenizer(init_dir, trust_remote_code=ctx.trust_remote_code)
         model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"), trust_remote_code=ctx.trust_remote_code)
-        _difficulty_filter(ctx, model, tokenizer, rows, cfg)
+        _difficulty_filter(ctx, generation.on_accelerator(model), tokenizer, rows, cfg)
 
 
 def run(ctx) -> dict[str, Any]:
@@ -107,7 +124,9 @@ def run(ctx) -> dict[str, Any]:
 
     remote = ctx.trust_remote_code
     tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
-    model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"), trust_remote_code=remote)
+    # on the GPU already for the difficulty filter's sampling (the trainer would move it there anyway)
+    model = generation.on_accelerator(models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"),
+                                                           trust_remote_code=remote))
 
     filter_stats: dict[str, Any] = {"enabled": False}
     if cfg["difficulty_filter"]["enabled"]:
@@ -119,7 +138,7 @@ def run(ctx) -> dict[str, Any]:
     )
     # With a peft: block TRL trains a LoRA adapter, and its reference model for the KL term is this same model
     # with the adapter switched off: no second copy is loaded
-    rollout = generation.grpo_rollout(args) if cfg.get("rollouts", "engine") == "engine" else None
+    rollout = rollout_func(cfg, args)
     trainer = GRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
         peft_config=training.lora(NAME, cfg), rollout_func=rollout,
