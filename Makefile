@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 R1PIPE := $(VENV)/bin/r1pipe
 CONF   ?= tiny
 
-.PHONY: install smollm2 test pipeline smollm2-ci presets faults bench clean
+.PHONY: install smollm2 test pipeline smollm2-ci presets faults bench clean gpu-check gpu-wheels
 
 # The stamp depends on pyproject.toml, so editing dependencies reinstalls. torch is named in the same
 # pip call (pinned in pyproject too) so the resolver never reaches for a CUDA build.
@@ -76,3 +76,14 @@ clean:
 # Needs an idle machine: a busy one skews every figure.
 bench: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) bench/bench.py
+
+# One short, prepared check of r1pipe on one NVIDIA GPU (a lease of minutes, no network): the tiny chain in bf16
+# per stage, SFT and GRPO on a random Qwen2.5-0.5B-size model (tokens/s, share of the measured bf16 matmul peak,
+# peak GPU memory, r1pipe vs TRL called directly), generation vs a per-prompt loop. Writes gpu_check.json and
+# gpu_check.log to $$OUT or runs/gpu-check. Without a GPU it runs the same code at toy sizes (~1 min), as CI does.
+# `make gpu-wheels` first, on a machine with network: what the GPU image lacks, into .gpu-check/ (~20 MB).
+gpu-check:
+	bash scripts/gpu_check.sh
+
+gpu-wheels: smollm2
+	bash scripts/gpu_wheels.sh
