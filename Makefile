@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "r1pipe needs Python >= 3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[test,lora,gguf]"
+	# DeepSpeed: its CPU accelerator runs ZeRO-2/3 on CPU processes, which tests/test_launch.py trains under. Its
+	# source archive's setup.py imports torch: built against this venv's (build isolation would fetch a CUDA one)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation "deepspeed>=0.19.8,<0.20"
 	touch $@
 
 install: $(VENV)/.installed

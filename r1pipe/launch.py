@@ -82,6 +82,12 @@ def check(launcher: dict[str, Any]) -> None:
             # accelerate's MULTI_CPU without mpirun starts ONE process and says nothing (stack-notes)
             raise R1Error("launcher.config.distributed_type=MULTI_CPU would start one process, not "
                           f"{world_size(launcher)}", hint="use MULTI_GPU with use_cpu: true (launcher=accelerate does)")
+        if acc.get("distributed_type") == "FSDP" and acc.get("use_cpu"):
+            # accelerate (1.15) turns FSDP on only for GPU-type process groups: on CPU processes it would train
+            # plain DDP without a word (seen 2026-11-30; docs/gpu.md)
+            raise R1Error("launcher=fsdp with launcher.config.use_cpu=true would train plain DDP: accelerate shards "
+                          "with FSDP on GPUs only", hint="on CPU processes use launcher=deepspeed_zero3 (DeepSpeed's "
+                          "CPU accelerator shards the weights) or launcher=accelerate (DDP)")
 
 
 def requirements(launcher: dict[str, Any]) -> list[str]:
@@ -198,10 +204,14 @@ def run(ctx, launcher: dict[str, Any], lock_fd: int | None = None) -> dict[str, 
     log.info("%s: launching %d processes with %s", ctx.name, world, launcher["name"])
     log.debug("%s", " ".join(argv))
     rc = _wait(argv, environment(launcher, launch_dir), lock_fd)
-    return collect(ctx, launch_dir, world, rc, launcher["name"])
+    acc = (launcher.get("config") or {}) if launcher["name"] == "accelerate" else {}
+    expect = acc.get("distributed_type") if acc.get("distributed_type") in ("FSDP", "DEEPSPEED") else None
+    return collect(ctx, launch_dir, world, rc, launcher["name"], expect)
 
 
-def collect(ctx, launch_dir: Path, world: int, rc: int, name: str) -> dict[str, Any]:
+def collect(ctx, launch_dir: Path, world: int, rc: int, name: str, expect: str | None = None) -> dict[str, Any]:
+    """What the ranks left: rank 0's metrics, or the first rank's error as one line. `expect`: the sharding the
+    launcher asked for (FSDP, DEEPSPEED), checked against what the trainer reports it ran with."""
     from r1pipe.manifest import read_json_dict
 
     errors = [e for p in sorted(launch_dir.glob("error-rank-*.json")) if (e := read_json_dict(p))]
@@ -220,6 +230,10 @@ def collect(ctx, launch_dir: Path, world: int, rc: int, name: str) -> dict[str, 
     result = read_json_dict(launch_dir / RESULT)
     if result is None:
         raise R1Error(f"{name} finished but rank 0 left no result in {launch_dir}", hint="rerun; it resumes")
+    ran = (result.get("metrics") or {}).get("distributed")
+    if expect and ran and ran != expect:  # a launcher that quietly trains without the sharding asked for
+        raise R1Error(f"{ctx.name}: the launcher asked for {expect}, but the ranks trained with {ran}",
+                      hint="check launcher.config against what accelerate supports on this machine")
     ctx.outputs.update(result.get("outputs") or {})
     ctx.decontamination.update(result.get("decontamination") or {})
     ctx.launch = {"launcher": name, "world_size": world,

@@ -134,7 +134,10 @@ def train(trainer, metrics_path: Path) -> dict[str, Any]:
         raise R1Error(f"training left non-finite weights ({bad}) at step {trainer.state.global_step}",
                       hint="lower the learning rate or check the data; the stage was not marked complete")
     counts = parameter_counts(trainer.model)
+    accelerator = getattr(trainer, "accelerator", None)
     return {
+        # how accelerate ran it: NO (one process), MULTI_GPU (DDP, on CPUs too), FSDP, DEEPSPEED
+        "distributed": accelerator.distributed_type.value if accelerator is not None else None,
         "global_step": trainer.state.global_step,
         "resumed_from_step": resumed_step,
         "train_loss": result.training_loss,

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import pytest
 
 from conftest import overrides_for
@@ -164,21 +166,19 @@ def test_sft_and_grpo_train_under_torchrun_with_two_processes(run_copy):
     assert _manifest(run_copy, "reasoning_rl")["metrics"]["global_step"] == 4
 
 
-def test_killed_launch_stops_its_workers_and_resumes(run_copy):
-    """SIGKILL the r1pipe process alone while its two workers train: the workers die with it (nothing goes
-    on writing into the run), the lock is free, and the rerun resumes from the last checkpoint."""
-    extra = (*TORCHRUN, "cold_sft.trainer.max_steps=30", "cold_sft.trainer.save_steps=5", "eval.after_stage=false")
-    ov = overrides_for(run_copy, *extra)
-    cmd = [sys.executable, "-m", "r1pipe.cli", "run", "--stage", "cold_sft", "--force", *ov]
-    ckpt = run_copy / "cold_sft" / "trainer" / "checkpoint-5" / "trainer_state.json"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
+def _kill_after_first_checkpoint(run_dir, ov, timeout: float = 300) -> None:
+    """Start `r1pipe run --stage cold_sft` with overrides `ov` (save_steps=5), SIGKILL the r1pipe process alone
+    once checkpoint-5 is whole, and wait for its two launched ranks to die with it (they must)."""
     from r1pipe.manifest import read_json_dict
 
+    cmd = [sys.executable, "-m", "r1pipe.cli", "run", "--stage", "cold_sft", "--force", *ov]
+    ckpt = run_dir / "cold_sft" / "trainer" / "checkpoint-5" / "trainer_state.json"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
     while read_json_dict(ckpt) is None and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)  # whole: a checkpoint killed mid-write is rightly not resumed from
     assert read_json_dict(ckpt) is not None, "training never reached a checkpoint"
-    ranks = [json.loads(p.read_text()) for p in (run_copy / "cold_sft" / ".launch").glob("rank-*.json")]
+    ranks = [json.loads(p.read_text()) for p in (run_dir / "cold_sft" / ".launch").glob("rank-*.json")]
     assert len(ranks) == 2
     proc.send_signal(signal.SIGKILL)  # the bookkeeper only, not its process group
     proc.wait()
@@ -186,13 +186,82 @@ def test_killed_launch_stops_its_workers_and_resumes(run_copy):
     while any(_alive(r["pid"]) for r in ranks) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(_alive(r["pid"]) for r in ranks), "workers outlived the r1pipe that launched them"
-    assert not (run_copy / "cold_sft" / "manifest.json").exists()
+    assert not (run_dir / "cold_sft" / "manifest.json").exists()
+
+
+def test_killed_launch_stops_its_workers_and_resumes(run_copy):
+    """SIGKILL the r1pipe process alone while its two workers train: the workers die with it (nothing goes
+    on writing into the run), the lock is free, and the rerun resumes from the last checkpoint."""
+    extra = (*TORCHRUN, "cold_sft.trainer.max_steps=30", "cold_sft.trainer.save_steps=5", "eval.after_stage=false")
+    ov = overrides_for(run_copy, *extra)
+    _kill_after_first_checkpoint(run_copy, ov, timeout=180)
     assert runner.states(config.load(ov))["cold_sft"].state == "partial"
 
     runner.run_stage(config.load(ov), "cold_sft", ov)
     m = _manifest(run_copy, "cold_sft")
     assert m["resumed"] is True and m["metrics"]["resumed_from_step"] >= 5 and m["metrics"]["global_step"] == 30
     assert m["launch"]["world_size"] == 2
+
+
+def _sharded_launchers():
+    """Where a sharding launcher can run here: DeepSpeed ZeRO-3 on CPU processes (its CPU accelerator, when
+    deepspeed is installed: make install does), FSDP only on 2+ GPUs (accelerate shards with FSDP on GPUs
+    alone; on CPU processes r1pipe refuses it, see below)."""
+    import importlib.util
+
+    import torch
+
+    cpu = ("launcher.config.use_cpu=true", "launcher.config.mixed_precision=no")
+    gpu = ("cold_sft.trainer.use_cpu=false", "reasoning_rl.trainer.use_cpu=false")
+    return [
+        pytest.param(("launcher=deepspeed_zero3", "launcher.nproc=2", *cpu), "DEEPSPEED", id="deepspeed_zero3-cpu",
+                     marks=pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                                              reason="deepspeed is not installed (make install installs it)")),
+        pytest.param(("launcher=fsdp", "launcher.nproc=2", *gpu), "FSDP", id="fsdp-2gpu",
+                     marks=pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP needs 2 GPUs")),
+    ]
+
+
+@pytest.mark.parametrize("launcher, distributed", _sharded_launchers())
+def test_a_sharding_launcher_trains_resumes_after_a_kill_and_runs_grpo(run_copy, monkeypatch, launcher, distributed):
+    """Weights sharded across two processes (ZeRO-3 or FSDP): cold_sft killed after its first checkpoint
+    resumes from it and completes; reasoning_rl trains from it with TRL's rollouts (rollouts=auto, since the
+    engine cannot sample from shards); both models are whole and load with plain transformers."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    # the launched ranks import the test reward from conftest, as a user's module:function from their path
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
+    ov = overrides_for(run_copy, *launcher, "cold_sft.trainer.max_steps=20", "cold_sft.trainer.save_steps=5",
+                       "cold_sft.trainer.learning_rate=5e-4", "eval.after_stage=false",
+                       "+reasoning_rl.rewards.chars={function: 'conftest:char_length_reward', weight: 1.0}")
+    _kill_after_first_checkpoint(run_copy, ov)
+    assert runner.states(config.load(ov))["cold_sft"].state == "partial"
+
+    before = load_file(run_copy / "base" / "model" / "model.safetensors")
+    runner.run_stage(config.load(ov), "cold_sft", ov)
+    sft = _manifest(run_copy, "cold_sft")
+    assert sft["metrics"]["distributed"] == distributed and sft["launch"]["world_size"] == 2
+    assert sft["resumed"] is True and sft["metrics"]["resumed_from_step"] >= 5 and sft["metrics"]["global_step"] == 20
+    assert sft["metrics"]["total_parameters"] == sum(t.numel() for t in before.values())  # counted whole, not a shard
+    after = load_file(run_copy / "cold_sft" / "model" / "model.safetensors")
+    assert set(after) == set(before) and any(not torch.equal(before[k], after[k]) for k in before)  # whole, trained
+
+    runner.run_stage(config.load(ov), "reasoning_rl", ov)
+    rl = _manifest(run_copy, "reasoning_rl")["metrics"]
+    assert rl["distributed"] == distributed and rl["rollouts"] == "trl" and rl["global_step"] == 4
+    grpo = load_file(run_copy / "reasoning_rl" / "model" / "model.safetensors")
+    assert set(grpo) == set(after) and any(not torch.equal(after[k], grpo[k]) for k in after)
+    assert AutoModelForCausalLM.from_pretrained(run_copy / "reasoning_rl" / "model").num_parameters() > 0
+
+
+def test_fsdp_on_cpu_processes_is_refused_before_anything_runs(tmp_path):
+    """accelerate turns FSDP on for GPU process groups only: with use_cpu it would train plain DDP and say
+    nothing (seen: the trainer reported MULTI_CPU). r1pipe says so before any work."""
+    ov = overrides_for(tmp_path, "launcher=fsdp", "launcher.nproc=2", "launcher.config.use_cpu=true")
+    with pytest.raises(R1Error, match="launcher=fsdp with launcher.config.use_cpu=true would train plain DDP"):
+        runner.validate(config.load(ov), ["cold_sft"])
 
 
 def test_a_failing_rank_is_one_line_and_costs_nothing(run_copy):
@@ -234,6 +303,11 @@ def test_fewer_processes_than_asked_is_refused(tmp_path):
     assert ctx.outputs == {"model": "model"} and ctx.launch["world_size"] == 2
     with pytest.raises(R1Error, match="exited with status 1"):
         launch.collect(ctx, tmp_path, world=2, rc=1, name="accelerate")
+    # a launcher asked to shard whose trainer ran without it: refused, not recorded as FSDP work
+    write_json_atomic(tmp_path / launch.RESULT, {"metrics": {"global_step": 3, "distributed": "MULTI_CPU"}})
+    with pytest.raises(R1Error, match="asked for FSDP, but the ranks trained with MULTI_CPU"):
+        launch.collect(ctx, tmp_path, world=2, rc=0, name="accelerate", expect="FSDP")
+    assert launch.collect(ctx, tmp_path, world=2, rc=0, name="accelerate", expect=None)["distributed"] == "MULTI_CPU"
 
 
 def test_generation_stages_parts_run_once_before_the_ranks(run_copy):

@@ -58,13 +58,19 @@ def rollout_func(cfg: dict[str, Any], args):
     """GRPO's rollout_func for this stage's `rollouts`: r1pipe's engine, or None (TRL's own generation).
     auto: the engine on a CPU, where it is 2-3x faster than model.generate; TRL's on a GPU, where the engine's
     loop (float32 weights under bf16 autocast) measured 1.8x slower per GRPO step on an H200 (docs/gpu.md)."""
+    import os
+
     import torch
 
     from r1pipe import generation
 
     which = cfg.get("rollouts", "auto")
     if which == "auto":
-        which = "trl" if torch.cuda.is_available() and not args.use_cpu else "engine"
+        # and TRL's where the ranks hold only shards of the weights (FSDP, ZeRO-3: set by accelerate launch),
+        # which the engine cannot sample from
+        sharded = (os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+                   or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
+        which = "trl" if sharded or (torch.cuda.is_available() and not args.use_cpu) else "engine"
     return generation.grpo_rollout(args) if which == "engine" else None
 
 
