@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from r1pipe.errors import R1Error
 
 LOCK = ".lock"
+DYING_HOLDER_WAIT = 30.0  # seconds a rerun waits for the children of a killed r1pipe to let the lock go
 _held: dict[Path, tuple[int, int]] = {}  # path -> (fd, depth): re-entrant, run-all holds it across stages
 
 
@@ -27,15 +29,25 @@ class RunLock:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise R1Error(
-                f"{self.path.parent} is in use by process {holder}",
-                hint="wait for it to finish, or stop it; one r1pipe writes to a run directory at a time",
-            ) from None
+        deadline = time.monotonic() + DYING_HOLDER_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                # The r1pipe that wrote its PID is gone but the lock is still held: by the launcher and ranks
+                # it started, which inherited the descriptor and are dying with it (PR_SET_PDEATHSIG). Wait
+                # for them rather than refuse a rerun that comes a moment after a kill.
+                if not _alive(holder) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                os.close(fd)
+                raise R1Error(
+                    f"{self.path.parent} is in use by process {holder}"
+                    + ("" if _alive(holder) else f" (gone; processes it started hold the lock after {DYING_HOLDER_WAIT:.0f}s)"),
+                    hint="wait for it to finish, or stop it; one r1pipe writes to a run directory at a time",
+                ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         _held[self.path] = (fd, 1)
@@ -56,3 +68,14 @@ def held_fd(run_dir: Path) -> int | None:
     """The descriptor of the lock this process holds on `run_dir`, for a child that must keep it held."""
     held = _held.get(Path(run_dir).resolve() / LOCK)
     return held[0] if held else None
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process `pid` (as written in the lock file) exists; an unreadable PID counts as alive."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, PermissionError):
+        return True  # not ours to judge: someone else's process, or no PID written
+    except ProcessLookupError:
+        return False
+    return True

@@ -345,6 +345,28 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_taken_over(run_copy)
     assert [s.action for s in steps] == ["skip"] * len(ALL)
 
 
+def test_a_rerun_waits_for_the_dying_children_of_a_killed_writer(tmp_path):
+    """Killed, an r1pipe leaves its launcher and ranks holding the lock (inherited) for the moment they take
+    to die with it: a rerun then waits for them instead of refusing (the flaky kill-and-resume test's cause).
+    A live holder is still refused at once."""
+    import time
+
+    from r1pipe.lock import RunLock
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, sys.argv[2].encode()); print('held', flush=True); "
+            "time.sleep(float(sys.argv[3]))")
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / ".lock"), dead.stdout.strip(), "2"],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"  # held for 2 s in the name of a PID that no longer exists
+    t0 = time.monotonic()
+    with RunLock(tmp_path):
+        waited = time.monotonic() - t0
+    child.wait()
+    assert waited > 0.5, "took a lock that was still held"
+
+
 def test_a_hub_style_base_model_is_prepared_for_the_recipe(smoke_run, tmp_path):
     """A model dir like a hub base model (no generation markers, pad == eos, no R1 tags) goes through base
     and cold_sft: r1pipe fixes the tokenizer, grows the embeddings, and records what it changed."""
