@@ -20,7 +20,6 @@ This module imports neither torch nor transformers: the commands are built from 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil

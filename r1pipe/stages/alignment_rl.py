@@ -87,7 +87,7 @@ def _weights(cfg: dict[str, Any]) -> list[float]:
 def prepare(ctx) -> None:
     """Under a launcher, once, before the ranks start: the starting model's answers to the held-out general
     prompts (the 'before' of heldout_preference), written for rank 0 to read."""
-    from r1pipe import generation, models
+    from r1pipe import models
 
     cfg = ctx.config
     heldout = _heldout(cfg)
@@ -96,7 +96,7 @@ def prepare(ctx) -> None:
         remote = ctx.trust_remote_code
         model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"), trust_remote_code=remote)
         tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
-        _before(ctx, generation.on_accelerator(model), tokenizer, heldout, cfg)
+        _before(ctx, model, tokenizer, heldout, cfg)
 
 
 def _heldout(cfg) -> list[dict[str, Any]]:
@@ -117,7 +117,11 @@ def _before(ctx, model, tokenizer, heldout, cfg) -> dict[str, list]:
     cached = read_json_dict(path)
     if cached and cached.get("prompts") == [r["prompt"] for r in heldout]:
         return cached["answers"]
-    answers = _general_answers(ctx, "before", model, tokenizer, heldout, cfg)
+    from r1pipe.generation import on_accelerator
+
+    # on the GPU only when sampling here: ranks under ZeRO-3/FSDP read the cache and keep their model where the
+    # launcher's sharding expects it (a whole model on every GPU first could not fit)
+    answers = _general_answers(ctx, "before", on_accelerator(model), tokenizer, heldout, cfg)
     write_json_atomic(path, {"prompts": [r["prompt"] for r in heldout], "answers": answers})
     return answers
 
@@ -126,7 +130,7 @@ def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from r1pipe import data, generation, models, preference, rewards, training
+    from r1pipe import data, models, preference, rewards, training
     from r1pipe.stages import reasoning_rl
 
     cfg = ctx.config
@@ -162,8 +166,7 @@ def run(ctx) -> dict[str, Any]:
     ])  # fmt: skip
 
     tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
-    # on the GPU already for the held-out answers 'before' (the trainer would move it there anyway)
-    model = generation.on_accelerator(models.load_causal_lm(init_dir, dtype=dtype, trust_remote_code=remote))
+    model = models.load_causal_lm(init_dir, dtype=dtype, trust_remote_code=remote)
     heldout = _heldout(cfg)
     measure = bool(heldout and judges and training.is_main())
     before = _before(ctx, model, tokenizer, heldout, cfg) if measure else None

@@ -94,7 +94,7 @@ def prepare(ctx) -> None:
 def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
 
-    from r1pipe import data, models, training, traces
+    from r1pipe import models, training, traces
 
     cfg = ctx.config
     teacher = parents(cfg)[0]

@@ -103,7 +103,7 @@ def trainer_block(stage: str, cfg: dict[str, Any], weights: list[float] | None =
 def prepare(ctx) -> None:
     """Under a launcher, once, before the ranks start: the difficulty filter's sampling, cached on disk for
     every rank to read (generation in one process never waits at a rank barrier)."""
-    from r1pipe import generation, models
+    from r1pipe import models
 
     cfg = ctx.config
     if cfg["difficulty_filter"]["enabled"]:
@@ -111,14 +111,14 @@ def prepare(ctx) -> None:
         rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
         tokenizer = models.load_tokenizer(init_dir, trust_remote_code=ctx.trust_remote_code)
         model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"), trust_remote_code=ctx.trust_remote_code)
-        _difficulty_filter(ctx, generation.on_accelerator(model), tokenizer, rows, cfg)
+        _difficulty_filter(ctx, model, tokenizer, rows, cfg)
 
 
 def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from r1pipe import data, generation, models, rewards, training
+    from r1pipe import data, models, rewards, training
 
     cfg = ctx.config
     init = parents(cfg)[0]
@@ -130,9 +130,7 @@ def run(ctx) -> dict[str, Any]:
 
     remote = ctx.trust_remote_code
     tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
-    # on the GPU already for the difficulty filter's sampling (the trainer would move it there anyway)
-    model = generation.on_accelerator(models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"),
-                                                           trust_remote_code=remote))
+    model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"), trust_remote_code=remote)
 
     filter_stats: dict[str, Any] = {"enabled": False}
     if cfg["difficulty_filter"]["enabled"]:
@@ -182,6 +180,11 @@ def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
         )
         import torch
 
+        from r1pipe.generation import on_accelerator
+
+        # On the GPU only when sampling here (in place: a local trainer keeps it there); ranks under ZeRO-3/FSDP
+        # read prepare()'s cache and keep their model where the launcher's sharding expects it
+        model = on_accelerator(model)
         # bf16 autocast: pass rates need no more precision than evaluation's bf16 samples have
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=f.get("dtype") == "bfloat16"):
             outs = generate(model, tokenizer, [data.ask(r) for r in rows], sampling, desc="difficulty filter")

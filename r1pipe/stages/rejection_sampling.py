@@ -32,7 +32,7 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
 
 
 def run(ctx) -> dict[str, Any]:
-    from r1pipe import data, traces
+    from r1pipe import traces
 
     cfg = ctx.config
     rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
