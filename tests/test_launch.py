@@ -205,7 +205,7 @@ def test_killed_launch_stops_its_workers_and_resumes(run_copy):
 
 def _sharded_launchers():
     """Where a sharding launcher can run here: DeepSpeed ZeRO-3 on CPU processes (its CPU accelerator, when
-    deepspeed is installed: make install does), FSDP only on 2+ GPUs (accelerate shards with FSDP on GPUs
+    deepspeed is installed: make test does), FSDP only on 2+ GPUs (accelerate shards with FSDP on GPUs
     alone; on CPU processes r1pipe refuses it, see below)."""
     import importlib.util
 
@@ -216,7 +216,7 @@ def _sharded_launchers():
     return [
         pytest.param(("launcher=deepspeed_zero3", "launcher.nproc=2", *cpu), "DEEPSPEED", id="deepspeed_zero3-cpu",
                      marks=pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
-                                              reason="deepspeed is not installed (make install installs it)")),
+                                              reason="deepspeed is not installed (make test installs it)")),
         pytest.param(("launcher=fsdp", "launcher.nproc=2", *gpu), "FSDP", id="fsdp-2gpu",
                      marks=pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP needs 2 GPUs")),
     ]
