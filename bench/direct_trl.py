@@ -4,9 +4,10 @@
     python bench/direct_trl.py grpo SPEC.json
 
 SPEC (written by bench.bench.direct_spec from the very config and rows the r1pipe stage uses): the model
-directory and dtype, a JSONL of training rows, the trainer block (TRL field names), the seed, and for GRPO the reward weights. The
-script loads the model, builds the dataset, trains, saves the model, and prints the train loss and runtime
-as JSON. The reward functions are r1pipe's pure functions (the work being compared is the trainer's).
+directory and dtype, a JSONL of training rows, the trainer block (TRL field names), the seed, and for GRPO
+the reward weights. The script loads the model, builds the dataset, trains, saves the model, and prints the
+train loss, runtime and peak GPU memory as JSON. The reward functions are r1pipe's pure functions (the work
+being compared is the trainer's).
 """
 
 from __future__ import annotations

@@ -89,16 +89,21 @@ def check(launcher: dict[str, Any]) -> None:
                           "CPU accelerator shards the weights) or launcher=accelerate (DDP)")
 
 
+def _accelerate_settings(launcher: dict[str, Any]) -> dict[str, Any]:
+    """launcher.config for launcher=accelerate (its presets included); {} for the others."""
+    return (launcher.get("config") or {}) if launcher.get("name") == "accelerate" else {}
+
+
 def requirements(launcher: dict[str, Any]) -> list[str]:
     """Python packages this launcher needs at run time beyond r1pipe's own (DeepSpeed for the ZeRO configs)."""
-    acc = (launcher.get("config") or {}) if launcher.get("name") == "accelerate" else {}
+    acc = _accelerate_settings(launcher)
     return ["deepspeed"] if acc.get("distributed_type") == "DEEPSPEED" else []
 
 
 def shards_weights(launcher: dict[str, Any]) -> str | None:
     """The launcher's way of splitting the weights themselves across ranks (DeepSpeed ZeRO-3, FSDP), or None
     when every rank holds the whole model (DDP, ZeRO-1/2)."""
-    acc = (launcher.get("config") or {}) if launcher.get("name") == "accelerate" else {}
+    acc = _accelerate_settings(launcher)
     if acc.get("distributed_type") == "FSDP":
         return "FSDP"
     if acc.get("distributed_type") == "DEEPSPEED" and int((acc.get("deepspeed_config") or {}).get("zero_stage", 0)) == 3:
@@ -203,8 +208,8 @@ def run(ctx, launcher: dict[str, Any], lock_fd: int | None = None) -> dict[str, 
     log.info("%s: launching %d processes with %s", ctx.name, world, launcher["name"])
     log.debug("%s", " ".join(argv))
     rc = _wait(argv, environment(launcher, launch_dir), lock_fd)
-    acc = (launcher.get("config") or {}) if launcher["name"] == "accelerate" else {}
-    expect = acc.get("distributed_type") if acc.get("distributed_type") in ("FSDP", "DEEPSPEED") else None
+    kind = _accelerate_settings(launcher).get("distributed_type")
+    expect = kind if kind in ("FSDP", "DEEPSPEED") else None
     return collect(ctx, launch_dir, world, rc, launcher["name"], expect)
 
 

@@ -95,17 +95,17 @@ class Check:
         return result
 
     def write(self) -> None:
-        tmp = self.out / "gpu_check.json.tmp"
-        tmp.write_text(json.dumps(self.results, indent=2, default=str))
-        tmp.replace(self.out / "gpu_check.json")
+        from r1pipe.manifest import write_json_atomic
 
-    def run(self, cmd: list[str], timeout: float | None, env: dict | None = None) -> tuple[float, str]:
+        write_json_atomic(self.out / "gpu_check.json", self.results)
+
+    def run(self, cmd: list[str], timeout: float | None) -> tuple[float, str]:
         """A subprocess in its own process group (a timeout stops all of it), output logged; its wall time and
         stdout. Raises on failure or timeout with the output's tail."""
         self.say("$ " + " ".join(str(c) for c in cmd))
         t0 = time.time()
         p = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, env={**os.environ, **(env or {})}, start_new_session=True)
+                             text=True, start_new_session=True)
         try:
             out, _ = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -399,7 +399,8 @@ def decode_section(c: Check, sizes: dict, tokenizer_dir: Path) -> dict:
 
 
 def chain_section(c: Check, sizes: dict, work: Path) -> dict:
-    """The tiny chain on the device with the time left; seconds per stage from each finished stage's manifest."""
+    """The tiny chain on the device with the time left; seconds per stage from each finished stage's manifest
+    (a stage an earlier call finished is marked: the run skips it)."""
     run_dir = work / "chain"
     cmd = [*R1PIPE, "run-all", f"conf={sizes['chain_conf']}", f"run.dir={run_dir}"]
     if sizes["chain_to"]:
@@ -419,7 +420,9 @@ def chain_section(c: Check, sizes: dict, work: Path) -> dict:
             e = json.loads(eval_path.read_text())
             ev = {k: e[k] for k in ("greedy_accuracy", "pass@1", "seconds") if k in e}
         stages[m["stage"]] = {"duration_s": m["duration_s"], "peak_gpu_mb": m["resources"].get("peak_gpu_mb"),
-                              "train_runtime_s": (m.get("metrics") or {}).get("train_runtime_s"), **ev}
+                              "train_runtime_s": (m.get("metrics") or {}).get("train_runtime_s"), **ev,
+                              # finished by an earlier call in this work directory: skipped now, not timed now
+                              "earlier_call": mf.stat().st_mtime < c.t0}
     return {"conf": sizes["chain_conf"], "finished": finished, "stages": stages,
             "stages_s": round(sum(s["duration_s"] for s in stages.values()), 1)}
 
@@ -449,10 +452,11 @@ def main(argv: list[str] | None = None) -> int:
 
         tokenizer = fetch.model_dir("smollm2")
     c = Check(args.out, device, sizes["budget"] if args.budget is None else args.budget)
-    c.results["sizes"] = {k: v for k, v in sizes.items() if k != "arch"} | {"arch": sizes["arch"]}
+    c.results["sizes"] = dict(sizes)
     c.results["work"] = str(work)
     wanted = args.sections.split(",")
-    env = c.section("env", env_section) if "env" in wanted else {}
+    if "env" in wanted:
+        c.section("env", env_section)
     mm = c.section("matmul", matmul_section, sizes["matmul_n"]) if "matmul" in wanted else {}
     model = c.section("model", model_section, sizes, work, tokenizer) if "model" in wanted else {}
     if model.get("status") == "ok":
@@ -470,7 +474,6 @@ def main(argv: list[str] | None = None) -> int:
     failed = [n for n, s in c.results["sections"].items() if s["status"] != "ok"]
     c.say(f"gpu_check: {len(c.results['sections']) - len(failed)} sections ok"
           + (f", failed: {', '.join(failed)}" if failed else "") + f"; {args.out / 'gpu_check.json'}")
-    del env
     return 1 if failed else 0
 
 

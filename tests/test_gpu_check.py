@@ -54,6 +54,7 @@ def test_no_gpu_figure_without_a_gpu(monkeypatch):
 
     monkeypatch.delitem(sys.modules, "torch", raising=False)  # a stage that never imported torch
     assert runner.gpu_peak_mb(reset=True) is None and runner.gpu_peak_mb() is None
+    assert "torch" not in sys.modules  # asking did not import it
 
 
 @pytest.mark.parametrize("device", ["cuda", "cpu"])
