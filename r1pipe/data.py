@@ -83,7 +83,7 @@ def load_rows(source: dict[str, Any], need: tuple[str, ...], where: str = "data 
     if kind == "builtin":
         rows = _builtin(source, need)
     else:
-        rows = _normalize(_read_file(Path(source["path"])) if kind == "path" else _read_hub(source), source, need, where)
+        rows = _normalize(_read_raw(source, kind), source, need, where)
     limit = source.get("limit")
     rows = rows[: int(limit)] if limit is not None else rows
     if not rows:
@@ -148,6 +148,11 @@ def ask(row: dict[str, str]) -> list[dict[str, str]]:
     returns whole replies, the prefix included (`rewards.response_prefix`)."""
     prefix = row.get("response_prefix")
     return chat(row) + ([{"role": "assistant", "content": prefix}] if prefix else [])
+
+
+def _read_raw(source: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    """The rows of a file or hub source as stored, before any field mapping."""
+    return _read_file(Path(source["path"])) if kind == "path" else _read_hub(source)
 
 
 def _builtin(source: dict[str, Any], need: tuple[str, ...]) -> list[dict[str, str]]:
@@ -348,7 +353,7 @@ def load_preferences(source: dict[str, Any], where: str = "preference source") -
                 raise R1Error(f"builtin preference source {source} has no {key}", hint="e.g. {builtin: smalltalk, size: 2000, seed: 6}")
         rows = list(smalltalk.preference_pairs(int(source["size"]), int(source["seed"]), bool(source.get("heldout"))))
     else:
-        rows = _read_file(Path(source["path"])) if kind == "path" else _read_hub(source)
+        rows = _read_raw(source, kind)
     where = source_name(source, where)
     fields = {k: k for k in PREFERENCE} | dict(source.get("fields") or {})
     out = []

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from r1pipe import benchmarks, data, rewards
+from r1pipe.config import to_plain
 from r1pipe.errors import R1Error
-from r1pipe.manifest import write_json_atomic, write_jsonl_atomic
+from r1pipe.manifest import read_jsonl, write_json_atomic, write_jsonl_atomic
 
 EVAL_JSON, SAMPLES, CACHE_DIR = "eval.json", "eval_samples.jsonl", "eval_cache"
 log = logging.getLogger("r1pipe")
@@ -99,9 +100,7 @@ def samples_file(benchmark_index: int, name: str) -> str:
 
 def read_samples(stage_dir: Path, name: str = SAMPLES) -> list[dict[str, Any]] | None:
     path = stage_dir / name
-    if not path.exists():
-        return None
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path) if path.exists() else None
 
 
 def benchmark_specs(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -293,14 +292,13 @@ def same_settings(parent_dir: Path, benchmark: str, settings: dict[str, Any]) ->
 
 def unchecked_stages(run_dir: Path, manifest: dict[str, Any], benchmark: str, rows_sha: str) -> list[str]:
     """The stages in this model's lineage that trained on data without checking it against this benchmark."""
-    from r1pipe.config import TRAINS_ON_DATA
     from r1pipe.modelcard import lineage
 
     out = []
     for m in lineage(run_dir, manifest):
-        if m["stage"] not in TRAINS_ON_DATA:  # reads no task data (base, second_sft)
-            continue
         record = m.get("decontamination")
+        if record is None:  # read no task data (base; second_sft without its baseline): the runner records None
+            continue
         if not record or (record.get("against") or {}).get(benchmark) != rows_sha:
             out.append(m["stage"])
     return out
@@ -311,8 +309,6 @@ def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, 
 
     Results are cached under `<run>/eval_cache/` by (model content hash, benchmark rows, settings): evaluating
     an unchanged model again reads the cache, and an interrupted evaluation resumes from its shards."""
-    from r1pipe.config import to_plain
-
     settings = to_plain(cfg.eval)
     trc = bool(cfg.get("trust_remote_code"))
     check_settings(settings)

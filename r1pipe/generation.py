@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from r1pipe.errors import R1Error
+from r1pipe.manifest import read_jsonl, write_jsonl_atomic
 from r1pipe.rewards import response_prefix
 
 
@@ -330,8 +332,6 @@ def on_accelerator(model):
 def make_engine(model_dir, backend: str = "transformers", dtype: str = "float32", trust_remote_code: bool = False):
     """A callable (user_turns, sampling) -> completions for the chosen backend: "transformers" (CPU or GPU) or
     "vllm" (GPU, optional extra)."""
-    from r1pipe.errors import R1Error
-
     if backend == "transformers":
         from r1pipe.models import load_causal_lm, load_tokenizer
 
@@ -378,7 +378,6 @@ def generate_sharded(engine, user_turns: list[str], sampling: Sampling, shard_di
     """Generate in shards of `shard_size` prompts, each saved as it finishes (write, then rename). A rerun
     loads the shards on disk and generates only the rest; shard i is seeded with seed + i, so an interrupted
     run produces exactly what an uninterrupted one would."""
-    import json
     from pathlib import Path
 
     shard_dir = Path(shard_dir)
@@ -393,7 +392,7 @@ def generate_sharded(engine, user_turns: list[str], sampling: Sampling, shard_di
         path = shard_dir / f"shard-{i:05d}.jsonl"
         chunk = user_turns[i * shard_size : (i + 1) * shard_size]
         if path.exists():
-            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            rows = read_jsonl(path)
             if [r["prompt"] for r in rows] != chunk:
                 from r1pipe.errors import R1Error
 
@@ -401,11 +400,7 @@ def generate_sharded(engine, user_turns: list[str], sampling: Sampling, shard_di
             out.extend(r["completions"] for r in rows)
             continue
         completions = engine(chunk, replace(sampling, seed=sampling.seed + i))
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            for prompt, comps in zip(chunk, completions):
-                f.write(json.dumps({"prompt": prompt, "completions": comps}) + "\n")
-        tmp.replace(path)
+        write_jsonl_atomic(path, [{"prompt": p, "completions": c} for p, c in zip(chunk, completions)])
         out.extend(completions)
         generated += len(chunk) * sampling.n
         if log:

@@ -29,7 +29,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from r1pipe import config as config_mod
+from r1pipe import needs, stages, state
 from r1pipe.errors import R1Error, one_line
+from r1pipe.manifest import read_json_dict, write_json_atomic
 
 log = logging.getLogger("r1pipe")
 
@@ -41,10 +44,8 @@ RESULT = "result.json"
 
 def spec(cfg) -> dict[str, Any]:
     """The resolved `launcher:` block ({name: local} when a config has none)."""
-    from r1pipe.config import to_plain
-
     node = cfg.get("launcher")
-    out = dict(to_plain(node)) if node is not None else {}
+    out = dict(config_mod.to_plain(node)) if node is not None else {}
     out.setdefault("name", "local")
     return out
 
@@ -112,9 +113,7 @@ def shards_weights(launcher: dict[str, Any]) -> str | None:
 
 
 def check_installed(launcher: dict[str, Any]) -> None:
-    from r1pipe import preflight
-
-    lacking = [p for p in missing(requirements(launcher)) if not preflight.defer(
+    lacking = [p for p in missing(requirements(launcher)) if not needs.defer(
         f"{p} (pip install 'r1pipe[{p}]')", "launcher.config.distributed_type")]
     if lacking:
         raise R1Error(f"launcher needs {', '.join(lacking)}, which is not installed",
@@ -131,10 +130,10 @@ def is_follower(launcher: dict[str, Any]) -> bool:
     return launcher.get("name", "local") != "local" and int(launcher.get("node_rank", 0)) > 0
 
 
-def distributes(launcher: dict[str, Any], stage_module) -> bool:
+def distributes(launcher: dict[str, Any], stage) -> bool:
     """Whether this stage's work goes to the launcher: a multi-process launcher and a stage that trains
     with a TRL trainer (generation-only stages run in the bookkeeper's one process)."""
-    return launcher.get("name", "local") != "local" and bool(getattr(stage_module, "DISTRIBUTED", False))
+    return launcher.get("name", "local") != "local" and stage.distributed
 
 
 def command(launcher: dict[str, Any], stage: str, launch_dir: Path) -> list[str]:
@@ -190,18 +189,12 @@ def environment(launcher: dict[str, Any], launch_dir: Path) -> dict[str, str]:
 
 def run(ctx, launcher: dict[str, Any], lock_fd: int | None = None) -> dict[str, Any]:
     """Run `ctx`'s stage under `launcher`; returns rank 0's metrics and fills ctx.outputs/decontamination/launch."""
-    launch_dir = ctx.dir / LAUNCH_DIR  # (runner.validate checked the launcher and its packages)
+    launch_dir = ctx.dir / LAUNCH_DIR  # (checks.validate checked the launcher and its packages)
     shutil.rmtree(launch_dir, ignore_errors=True)  # what an earlier attempt's ranks left must not be read
     launch_dir.mkdir(parents=True)
     world = world_size(launcher)
-    from r1pipe.manifest import write_json_atomic
-
-    write_json_atomic(launch_dir / CTX, {
-        "name": ctx.name, "config": ctx.config, "dir": str(ctx.dir), "parent_manifests": ctx.parent_manifests,
-        "parent_dirs": {k: str(v) for k, v in ctx.parent_dirs.items()}, "seed": ctx.seed, "resume": ctx.resume,
-        "trust_remote_code": ctx.trust_remote_code, "contamination_against": ctx.contamination_against,
-        "world_size": world, "launcher": launcher["name"],
-    })
+    write_json_atomic(launch_dir / CTX, {**ctx.to_json(), "module": stages.module(ctx.name).__name__,
+                                          "world_size": world, "launcher": launcher["name"]})
     if launcher["name"] == "accelerate":
         _write_yaml(launch_dir / "accelerate.yaml", accelerate_config(launcher))
     argv = command(launcher, ctx.name, launch_dir)
@@ -216,8 +209,6 @@ def run(ctx, launcher: dict[str, Any], lock_fd: int | None = None) -> dict[str, 
 def collect(ctx, launch_dir: Path, world: int, rc: int, name: str, expect: str | None = None) -> dict[str, Any]:
     """What the ranks left: rank 0's metrics, or the first rank's error as one line. `expect`: the sharding the
     launcher asked for (FSDP, DEEPSPEED), checked against what the trainer reports it ran with."""
-    from r1pipe.manifest import read_json_dict
-
     errors = [e for p in sorted(launch_dir.glob("error-rank-*.json")) if (e := read_json_dict(p))]
     if errors:
         first = min(errors, key=lambda e: e.get("rank", 0))
@@ -238,12 +229,11 @@ def collect(ctx, launch_dir: Path, world: int, rc: int, name: str, expect: str |
     if expect and ran and ran != expect:  # a launcher that quietly trains without the sharding asked for
         raise R1Error(f"{ctx.name}: the launcher asked for {expect}, but the ranks trained with {ran}",
                       hint="check launcher.config against what accelerate supports on this machine")
-    ctx.outputs.update(result.get("outputs") or {})
-    ctx.decontamination.update(result.get("decontamination") or {})
+    metrics = ctx.take_result(result)
     ctx.launch = {"launcher": name, "world_size": world,
                   "ranks": [{k: r.get(k) for k in ("rank", "local_rank", "host", "pid")} for r in
                             sorted(ranks, key=lambda r: r.get("rank", 0))]}
-    return result.get("metrics") or {}
+    return metrics
 
 
 def _wait(argv: list[str], env: dict[str, str], lock_fd: int | None) -> int:
@@ -282,10 +272,7 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> None:
 
 
 def follow(cfg, stage: str, launcher: dict[str, Any]) -> None:
-    from r1pipe import config as config_mod
-    from r1pipe import runner
-
-    s = runner.states(cfg)[stage]
+    s = state.states(cfg)[stage]
     if s.complete:  # node 0 skips it too: do not wait at a rendezvous nobody else comes to
         log.info("%s: complete, nothing to do on node %d", stage, launcher["node_rank"])
         return
@@ -305,12 +292,20 @@ def follow(cfg, stage: str, launcher: dict[str, Any]) -> None:
                       hint="node 0's output says why")
 
 
+def generation_batch(trainer: dict[str, Any], world: int) -> int:
+    """Completions per GRPO generation round under `world` processes, as TRL derives it when
+    generation_batch_size is unset: per device batch x processes x steps per generation."""
+    per_device = int(trainer.get("per_device_train_batch_size", 8))
+    steps = int(trainer.get("steps_per_generation") or trainer.get("gradient_accumulation_steps", 1))
+    return per_device * world * steps
+
+
 def check_grpo_batch(stage: str, trainer: dict[str, Any], world: int) -> None:
     """TRL's rule at the world size the launcher will give: every generation batch holds whole groups."""
     gens = int(trainer.get("num_generations", 8))
     per_device = int(trainer.get("per_device_train_batch_size", 8))
     steps = int(trainer.get("steps_per_generation") or trainer.get("gradient_accumulation_steps", 1))
-    batch = per_device * world * steps
+    batch = generation_batch(trainer, world)
     if batch % gens:
         raise R1Error(
             f"{stage}: {world} process{'es' if world > 1 else ''} x per_device_train_batch_size {per_device} x {steps} steps per generation "

@@ -207,15 +207,15 @@ def fsync_tree(path: Path) -> None:
             os.close(fd)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temp file in the same directory, fsync, rename: readers see the old file or the new one."""
+def write_text_atomic(path: Path, text: str, tmp_dir: Path | None = None) -> None:
+    """Write to a temporary file, fsync, rename: readers (and a resume) see the old file or the new one, never
+    half of one. The temporary file sits in `tmp_dir` (same filesystem; default: beside `path`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir or path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; a manifest is meant to be read
+        os.fchmod(fd, 0o644)  # mkstemp makes it private; what r1pipe writes is meant to be read
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -224,11 +224,26 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
 def write_jsonl_atomic(path: Path, rows: list[Any]) -> None:
-    """JSON lines to a temporary file, then renamed: a reader (or a resume) sees all rows or the old file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """JSON lines ([] when the file is missing), skipping a line that does not parse: a torn last line of a
+    log a killed process was appending to (files written whole, with write_jsonl_atomic, have none)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
 
 
 def read_json_dict(path: Path) -> dict[str, Any] | None:

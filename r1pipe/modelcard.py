@@ -12,14 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from r1pipe import data
+from r1pipe import data, stages
 from r1pipe import manifest as mf
 from r1pipe.errors import R1Error
 
 CARD = "README.md"
 SUMMARY_START, SUMMARY_END = "<!-- r1pipe:summary -->", "<!-- /r1pipe:summary -->"
-# Config keys that name a stage's data, in the order a reader meets them.
-DATA_KEYS = ("data", "general_data", "preferences")
 TRAINER_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "num_generations", "beta", "epsilon", "loss_type", "temperature",
                 "max_completion_length", "max_length")
@@ -56,6 +54,15 @@ def _kind(source: Any) -> str | None:
         return data.source_kind(source) if isinstance(source, dict) else None
     except R1Error:
         return None
+
+
+def trained_on(m: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(config key, source) for the task data a manifest's stage read, as its module declares it (SOURCES); none
+    for a stage this r1pipe does not know (a run of another version)."""
+    if m.get("stage") not in stages.names():
+        return []
+    cfg = m.get("config") or {}
+    return [(s.key, stages.at(cfg, s.key)) for s in stages.get(m["stage"]).reads(cfg) if s.task]
 
 
 def describe_source(source: Any) -> str:
@@ -121,8 +128,7 @@ def render(run_dir: Path, manifest: dict[str, Any], model_rel: str = "model", su
             "tags:", "- r1pipe", "- deepseek-r1-recipe", f"- {stage}"]
     if base:
         meta += [f"base_model: {base}"]
-    hub_data = sorted({m["config"][k]["hub"] for m in chain for k in DATA_KEYS
-                       if _kind((m.get("config") or {}).get(k)) == "hub"})
+    hub_data = sorted({source["hub"] for m in chain for _, source in trained_on(m) if _kind(source) == "hub"})
     if hub_data:
         meta += ["datasets:"] + [f"- {d}" for d in hub_data]
     meta.append("---")
@@ -139,9 +145,8 @@ def render(run_dir: Path, manifest: dict[str, Any], model_rel: str = "model", su
         if m["stage"] == "base":
             what.append(f"model `{cfg['model']}`" if cfg.get("model") else
                         f"built from scratch ({(m.get('metrics') or {}).get('parameters', '?')} parameters)")
-        for key in DATA_KEYS:
-            if cfg.get(key):
-                what.append(f"{key}: {describe_source(cfg[key])}")
+        for key, source in trained_on(m):
+            what.append(f"{key}: {describe_source(source)}")
         if _settings(cfg):
             what.append(_settings(cfg))
         reads = ", ".join(p["stage"] for p in m.get("parents", [])) or "config"
@@ -172,8 +177,6 @@ def write_cards(run_dir: Path, stage_dir: Path, manifest: dict[str, Any]) -> lis
                 card = render(run_dir, manifest, model_dir.relative_to(stage_dir).as_posix(), summary, own)
                 # the temporary file lives beside the stage, not in the model: a crash between write and
                 # rename must not add a file to a hashed directory
-                tmp = stage_dir / f".{key}.{CARD}.tmp"
-                tmp.write_text(card)
-                tmp.replace(model_dir / CARD)
+                mf.write_text_atomic(model_dir / CARD, card, tmp_dir=stage_dir)
                 written.append(model_dir / CARD)
     return written

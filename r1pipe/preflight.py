@@ -12,64 +12,13 @@ vLLM, DeepSpeed) is listed as a need, not raised; everything else is an error as
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from r1pipe import benchmarks, data, needs, stages
 from r1pipe import config as config_mod
-from r1pipe import data
+from r1pipe.checks import validate
 from r1pipe.errors import R1Error
-
-PA, PS, P = ("prompt", "answer"), ("prompt", "solution"), ("prompt",)
-PREFERENCES = "preferences"
-# What each stage's run() reads: (key path in its config, fields it needs). Mirrors the stages' load_rows calls.
-SOURCES: dict[str, list[tuple[str, Any]]] = {
-    "base": [("tokenizer.corpus", PS)],
-    "cold_sft": [("data", PS)],
-    "reasoning_rl": [("data", PA)],
-    "rejection_sampling": [("data", PA), ("non_reasoning.data", PS)],
-    "second_sft": [("baseline.data", PS)],
-    "reward_model": [("data", PREFERENCES), ("heldout", PREFERENCES)],
-    "alignment_rl": [("data", PA), ("general_data", P), ("general_heldout", P)],
-    "distill": [("data", PA), ("non_reasoning.data", PS), ("baseline.data", PS)],
-}
-
-
-_NEEDS: dict[str, list[str]] | None = None  # what -> [where]; set while a --dry-run checks
-
-
-def elsewhere() -> bool:
-    """Whether configs are being checked for another machine (--dry-run) rather than run here."""
-    return _NEEDS is not None
-
-
-def defer(what: str, where: str) -> bool:
-    """Note that the target machine must provide `what` (for `where`); False when not in a --dry-run, where the
-    caller raises as usual."""
-    if _NEEDS is None:
-        return False
-    _NEEDS.setdefault(what, []).append(where)
-    return True
-
-
-def missing(package: str, where: str, extra: str | None = None) -> bool:
-    """A package the run needs and this machine lacks: True (raise) in a real run, noted in a --dry-run.
-    `extra`: r1pipe's optional dependency that installs it (default: the package's name)."""
-    import importlib.util
-
-    if importlib.util.find_spec(package) is not None:
-        return False
-    return not defer(f"{package} (pip install 'r1pipe[{extra or package}]')", where)
-
-
-@contextlib.contextmanager
-def _checking_elsewhere():
-    global _NEEDS
-    _NEEDS = needs = {}
-    try:
-        yield needs
-    finally:
-        _NEEDS = None
 
 
 @dataclass
@@ -79,27 +28,21 @@ class Report:
 
 
 def check(cfg, names: list[str]) -> Report:
-    from r1pipe import runner
-
     report = Report()
-    with _checking_elsewhere() as report.needs:
-        runner.validate(cfg, names)
+    with needs.checking_elsewhere() as report.needs:
+        validate(cfg, names)
         for name in names:
             if (config_mod.stage_config(cfg, name).get("sampling") or {}).get("backend") == "vllm":
-                missing("vllm", f"{name}.sampling.backend")
+                needs.missing("vllm", f"{name}.sampling.backend")
         if names and cfg.eval.after_stage and cfg.eval.backend == "vllm":
-            missing("vllm", "eval.backend")
+            needs.missing("vllm", "eval.backend")
     for name in names:
         stage_cfg = config_mod.stage_config(cfg, name)
-        for key, need in SOURCES.get(name, []):
-            source = _at(stage_cfg, key)
-            if not isinstance(source, dict) or (name == "base" and stage_cfg.get("model")) or \
-                    (key == "baseline.data" and not (stage_cfg.get("baseline") or {}).get("enabled")):
-                continue
-            where = f"{name}.{key}"
-            report.sources.append((name, key, _describe(source, where), _load(source, need, where)))
+        for source in stages.get(name).reads(stage_cfg):  # what the stage declares it reads under this config
+            where = f"{name}.{source.key}"
+            spec = stages.at(stage_cfg, source.key)
+            report.sources.append((name, source.key, _describe(spec, where), _load(spec, source.need, where)))
     if names and cfg.eval.after_stage:
-        from r1pipe import benchmarks
         from r1pipe.evaluation import benchmark_specs
 
         for bench, spec in benchmark_specs(config_mod.to_plain(cfg.eval)).items():
@@ -110,7 +53,7 @@ def check(cfg, names: list[str]) -> Report:
 
 
 def _load(source: dict[str, Any], need, where: str) -> str:
-    if need == PREFERENCES:
+    if need == stages.PREFERENCES:
         return _count(lambda: data.load_preferences(source, where), where)
     # a source may map more columns than the stage needs: check those it maps too (a typo there fails later)
     mapped = tuple(k for k in ("answer", "solution") if k in (source.get("fields") or {}) or
@@ -127,14 +70,6 @@ def _count(load, where: str = "") -> str:
         e.message = f"{where}: {e.message}" if where and not e.message.startswith(where) else e.message
         raise
     return f"ok, {len(rows)} rows"
-
-
-def _at(node: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
 
 
 def _describe(source: dict[str, Any], where: str) -> str:

@@ -24,6 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r1pipe import config as config_mod
+from r1pipe import graph, stages, state
+from r1pipe.errors import R1Error
+from r1pipe.manifest import read_manifest, write_json_atomic, write_text_atomic
+
 REPORT_DIR = "report"
 
 
@@ -47,14 +52,11 @@ class StageRow:
 
 def collect(cfg) -> list[StageRow]:
     """Every stage of the recipe with its state, manifest and logged metrics (reads files only)."""
-    from r1pipe import config as config_mod
-    from r1pipe import runner
-
     root = config_mod.run_dir(cfg)
     rows = []
-    for name, s in runner.states(cfg).items():
+    for name, s in state.states(cfg).items():
         manifest = s.manifest or {}
-        parents = [p["stage"] for p in manifest.get("parents", [])] or list(runner.parents_of(cfg, name))
+        parents = [p["stage"] for p in manifest.get("parents", [])] or list(graph.parents_of(cfg, name))
         rows.append(StageRow(name, s.state, s.reason, parents, manifest, read_metrics_log(root / name / "metrics.jsonl")))
     return rows
 
@@ -412,8 +414,6 @@ def build(cfg) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
-    from r1pipe import config as config_mod
-    from r1pipe.manifest import write_json_atomic
 
     root = config_mod.run_dir(cfg)
     out = root / REPORT_DIR
@@ -426,9 +426,7 @@ def build(cfg) -> Path:
     evals = _eval_details(rows)
     (out / "report.md").write_text(_markdown(title, when, head, body, plots, evals))
     html_path = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(_html(title, when, head, body, plots, evals, out))
-    tmp.replace(html_path)
+    write_text_atomic(html_path, _html(title, when, head, body, plots, evals, out))
     write_json_atomic(out / "summary.json", {"generated_at": when, "stages": {r.name: {"state": r.state, "eval": r.eval}
                                                                                for r in rows}})
     return html_path
@@ -567,25 +565,18 @@ def across_seeds(evals: dict[int, dict[str, dict[str, Any]]]) -> tuple[list[str]
 
 def read_seed_evals(cfg, seeds: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
     """Each seed's run directory's eval.json numbers per stage, from the manifests (no torch)."""
-    from r1pipe import config as config_mod
-    from r1pipe import stages
-    from r1pipe.manifest import read_manifest
-
     root = config_mod.run_dir(cfg)
     out: dict[int, dict[str, dict[str, Any]]] = {}
     for seed in seeds:
         run = seed_run_dir(root, seed)
         out[seed] = {name: (read_manifest(run / name) or {}).get("eval") or {}
-                     for name in stages.ORDER if (run / name).is_dir()}
+                     for name in stages.names() if (run / name).is_dir()}
     return out
 
 
 def seeds_markdown(cfg, seeds: list[int]) -> str:
     """One table for the headline benchmark, then one for each other benchmark the stages were evaluated on
     (a second held-out set tells a gain from tuning to the first)."""
-    from r1pipe import config as config_mod
-    from r1pipe.errors import R1Error
-
     evals = read_seed_evals(cfg, seeds)
     if not any(evals.values()):
         raise R1Error(f"no run of seeds {', '.join(map(str, seeds))} under {config_mod.run_dir(cfg)}-seed*",

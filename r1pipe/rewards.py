@@ -316,17 +316,20 @@ REGISTRY = {
 def build(spec: dict[str, dict]) -> tuple[list, list[float]]:
     """Reward functions and weights from config ({name: {weight: w, **params}}), named for TRL's logs.
     A reward set to null is left out (how a preset removes one it inherits)."""
-    funcs, weights = [], []
+    funcs = []
     for name, params in spec.items():
         if params is None:
             continue
-        params = dict(params or {})
-        weight = float(params.pop("weight", 1.0))
-        funcs.append(_bind(name, _lookup(name, params.pop("function", None)), params))
-        weights.append(weight)
+        fn = _lookup(name, params.get("function"))
+        funcs.append(_bind(name, fn, {k: v for k, v in params.items() if k not in ("weight", "function")}))
     if not funcs:
         raise R1Error("no reward functions configured", hint="set rewards: {accuracy: {weight: 1.0}, ...}")
-    return funcs, weights
+    return funcs, weights(spec)
+
+
+def weights(spec: dict[str, dict]) -> list[float]:
+    """One weight per configured reward (default 1.0), in the order build() returns the functions."""
+    return [float(p.get("weight", 1.0)) for p in spec.values() if p is not None]
 
 
 def _lookup(name: str, function: str | None):

@@ -21,10 +21,9 @@ import shlex
 import tempfile
 from pathlib import Path
 
-from r1pipe import launch, runner, stages
+from r1pipe import graph, launch, stages
 from r1pipe.errors import R1Error
 
-GRPO_STAGES = ("reasoning_rl", "alignment_rl")
 VLLM_WAIT_S = 1800  # a large model's first load from a shared filesystem can take many minutes
 
 
@@ -76,7 +75,7 @@ def script(cfg, stage: str, overrides: list[str]) -> str:
 
     extra: list[str] = []  # overrides that r1pipe status must see too: they are part of the stage's fingerprint
     if vllm.enabled:
-        model = run_dir / runner.parents_of(cfg, stage)[0] / "model"
+        model = run_dir / graph.parents_of(cfg, stage)[0] / "model"
         port = int(vllm.port)
         serve = f"trl vllm-serve --model {shlex.quote(str(model))} --tensor-parallel-size {int(vllm.gpus)} --port {port}"
         if cfg.get("trust_remote_code"):  # the server loads the same model code the trainer does
@@ -123,9 +122,10 @@ def check(s, stage: str) -> None:
     vllm = s.vllm_server
     if not vllm.enabled:
         return
-    if stage not in GRPO_STAGES:
+    if not stages.get(stage).grpo:
+        grpo = [name for name in stages.names() if stages.get(name).grpo]
         raise R1Error(f"slurm.vllm_server serves GRPO rollouts; {stage} does not use them",
-                      hint=f"use it with {' or '.join(GRPO_STAGES)}, or set slurm.vllm_server.enabled=false")
+                      hint=f"use it with {' or '.join(grpo)}, or set slurm.vllm_server.enabled=false")
     gpus = vllm.get("gpus")
     if not isinstance(gpus, int) or isinstance(gpus, bool) or not 1 <= gpus <= s.gpus_per_node:
         raise R1Error(f"slurm.vllm_server.gpus={gpus!r} must be between 1 and slurm.gpus_per_node={s.gpus_per_node}",

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from r1pipe import data, filters, rewards
 from r1pipe.errors import R1Error
 
 log = logging.getLogger("r1pipe")
@@ -35,9 +36,23 @@ def validate_sampling(stage: str, s: dict[str, Any], filters_cfg: dict[str, Any]
     language_share("", filters_cfg.get("language", "en"))  # an unknown language fails here, not mid-run
 
 
+def dataset(ctx, source: str, rows: list[dict[str, str]], save: bool = True) -> tuple[list[dict[str, Any]], dict]:
+    """R1's trace dataset from `source`'s model: sample and judge k completions per prompt, mix in the
+    non-reasoning rows, shuffle, and write outputs `data` (train.parquet) and `rejected` (every dropped sample
+    with its reason). `save=False`: the same rows, nothing written (the other ranks of a launched stage).
+    Returns the training rows and the manifest's statistics."""
+    cfg = ctx.config
+    kept, rejected, rate = sample_and_filter(ctx, source, rows, cfg)
+    mix = non_reasoning(cfg["non_reasoning"], len(kept), ctx.seed,
+                        load=lambda src, need: ctx.load_rows(src, need, "non_reasoning"))
+    samples = len(rows) * cfg["sampling"]["k"]
+    train = _write(ctx.name, kept, rejected, mix, ctx.seed, ctx.output("data"),
+                   ctx.output("rejected", "rejected.parquet"), cfg["min_kept"], samples, save=save)
+    return train, _stats(rows, samples, kept, rejected, mix, train, rate)
+
+
 def sample_and_filter(ctx, source: str, rows: list[dict[str, str]], cfg: dict[str, Any]):
     """Sample `source`'s model on `rows` and judge every sample. Returns (kept, rejected, samples_per_s)."""
-    from r1pipe import data, filters, rewards
     from r1pipe.generation import Sampling, generate_sharded, make_engine
 
     s = cfg["sampling"]
@@ -75,7 +90,7 @@ def sample_and_filter(ctx, source: str, rows: list[dict[str, str]], cfg: dict[st
     return kept, rejected, rate
 
 
-def write(stage: str, kept, rejected, mix, seed: int, data_dir: Path, rejected_path: Path | None, min_kept: int,
+def _write(stage: str, kept, rejected, mix, seed: int, data_dir: Path, rejected_path: Path | None, min_kept: int,
           samples: int, save: bool = True) -> list[dict[str, Any]]:
     """Shuffle kept + non-reasoning rows into `data_dir/train.parquet`; dropped samples to `rejected_path`.
     `save=False`: the same rows, nothing written (the other ranks of a launched stage)."""
@@ -101,9 +116,7 @@ def write(stage: str, kept, rejected, mix, seed: int, data_dir: Path, rejected_p
     return train
 
 
-def stats(rows, samples: int, kept, rejected, mix, train, rate) -> dict[str, Any]:
-    from r1pipe import filters
-
+def _stats(rows, samples: int, kept, rejected, mix, train, rate) -> dict[str, Any]:
     by_reason = Counter(r["filter_reason"] for r in rejected)
     return {
         "prompts": len(rows),
@@ -135,8 +148,6 @@ def non_reasoning(cfg: dict[str, Any], n_reasoning: int, seed: int, load=None) -
     """Non-reasoning rows so that they make up `ratio` of the final dataset (R1: ~200k of ~800k). With no
     reasoning rows at all (min_kept: 0) the whole non-reasoning source is used. `load(source, need)` reads
     the rows (a stage passes its decontaminating loader)."""
-    from r1pipe import data
-
     load = load or (lambda source, need: data.load_rows(source, need=need))
     ratio = cfg.get("ratio") or 0.0
     if ratio <= 0 or not cfg.get("data"):

@@ -17,10 +17,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from r1pipe import models, preflight
+from r1pipe import data, models, needs
 from r1pipe.config import check_peft_block, check_trainer_block
 from r1pipe.errors import R1Error
-from r1pipe.manifest import read_json_dict, write_jsonl_atomic
+from r1pipe.manifest import read_json_dict, read_jsonl, write_jsonl_atomic
 from r1pipe.models import first_line
 
 log = logging.getLogger("r1pipe")
@@ -34,7 +34,7 @@ def _target_machine(stage: str, block: dict[str, Any]) -> dict[str, Any]:
 
     for key in ("bf16", "fp16"):
         if block.get(key) and not torch.cuda.is_available() and not block.get("use_cpu"):
-            preflight.defer("a GPU", f"{stage}.trainer.{key}")
+            needs.defer("a GPU", f"{stage}.trainer.{key}")
             block = {**block, key: False}
     return block
 
@@ -43,9 +43,9 @@ def trl_config(config_cls: type, stage: str, stage_cfg: dict[str, Any], output_d
                trust_remote_code: bool = False):
     block = dict(stage_cfg.get("trainer") or {})
     check_trainer_block(stage, block, config_cls)
-    if preflight.elsewhere():
+    if needs.elsewhere():
         block = _target_machine(stage, block)
-    if block.get("use_vllm") and preflight.missing("vllm", f"{stage}.trainer.use_vllm"):
+    if block.get("use_vllm") and needs.missing("vllm", f"{stage}.trainer.use_vllm"):
         # TRL would say so only once the models have loaded
         raise R1Error(f"{stage}.trainer.use_vllm is true, but vLLM is not installed",
                       hint=f"pip install 'r1pipe[vllm]' on the GPU machine, or {stage}.trainer.use_vllm=false")
@@ -78,7 +78,7 @@ def lora(stage: str, stage_cfg: dict[str, Any], task_type: str = "CAUSAL_LM"):
     block = stage_cfg.get("peft")
     if block is None:
         return None
-    if preflight.missing("peft", f"{stage}.peft", extra="lora"):
+    if needs.missing("peft", f"{stage}.peft", extra="lora"):
         raise R1Error(f"{stage}.peft is set, but peft is not installed",
                       hint=f"pip install 'r1pipe[lora]', or {stage}.peft=null for full fine-tuning")
     try:
@@ -187,19 +187,6 @@ def parameter_counts(model) -> dict[str, int]:
     return {"trainable_parameters": trainable, "total_parameters": total}
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """JSON lines, skipping a torn last line (a process killed mid-append leaves one)."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
 def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
@@ -250,7 +237,7 @@ def save_trained(trainer, tokenizer, path: Path, card: str, adapter: Path | None
     if is_peft_model(model):
         if adapter is not None and acc.is_main_process:
             model.save_pretrained(str(adapter), safe_serialization=True)
-        # Every rank holds the whole model (runner.validate refuses LoRA under weight-sharding launchers), so
+        # Every rank holds the whole model (checks.validate refuses LoRA under weight-sharding launchers), so
         # each merges its own copy: no rank waits on rank 0, and each is left with the model it saved
         model = model.merge_and_unload()
         if acc.is_main_process:
@@ -298,9 +285,7 @@ def sft(ctx, stage: str, init: str, dataset, summary: str) -> dict[str, Any]:
     second_sft share. Resumes from the last checkpoint; saves the model to the `model` output."""
 
     init_dir = ctx.parent_output(init, "model")
-    remote = ctx.trust_remote_code
-    tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
-    model = models.load_causal_lm(init_dir, dtype=ctx.config.get("dtype", "float32"), trust_remote_code=remote)
+    model, tokenizer = ctx.load_model(init_dir)
     card = model_card(stage, ctx.parent_manifests, ctx.config, summary)
     return sft_model(ctx, stage, model, tokenizer, dataset, ctx.config, ctx.trainer_dir, ctx.metrics_path,
                      ctx.output("model"), card, adapter=adapter_output(ctx))
@@ -319,8 +304,6 @@ def train_baseline(ctx, stage: str, model, tokenizer, steps: int, summary: str) 
     cold-start data) for `steps` optimizer steps, saved to the stage's `baseline` output, which evaluation
     scores beside the stage's model (eval.json `baseline`, `vs_baseline`). Resumable like the stage."""
     from datasets import Dataset
-
-    from r1pipe import data
 
     cfg = ctx.config
     rows = ctx.load_rows(cfg["baseline"]["data"], ("prompt", "solution"), "baseline_data")

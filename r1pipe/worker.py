@@ -8,19 +8,20 @@ takes the lock or touches another stage: the r1pipe that launched it does all of
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
 import sys
 from pathlib import Path
 
+from r1pipe import launch, stages
+from r1pipe.context import StageContext
+from r1pipe.errors import R1Error
+from r1pipe.manifest import read_json_dict, write_json_atomic
+
 
 def main(argv: list[str]) -> int:
-    from r1pipe import launch, stages
-    from r1pipe.errors import R1Error
-    from r1pipe.manifest import read_json_dict, write_json_atomic
-    from r1pipe.runner import StageContext
-
     launch_dir = Path(argv[0])
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     debug = os.environ.get("R1PIPE_DEBUG") == "1"
@@ -36,16 +37,12 @@ def main(argv: list[str]) -> int:
         if world != spec["world_size"]:
             raise R1Error(f"{spec['launcher']} started a world of {world} processes, {spec['world_size']} were asked for",
                                  hint="check the launcher settings")
-        ctx = StageContext(
-            name=spec["name"], config=spec["config"], dir=Path(spec["dir"]),
-            parent_manifests=spec["parent_manifests"], parent_dirs={k: Path(v) for k, v in spec["parent_dirs"].items()},
-            seed=spec["seed"], resume=spec["resume"], trust_remote_code=spec["trust_remote_code"],
-            contamination_against=spec["contamination_against"],
-        )
+        if spec["name"] not in stages.names():  # a stage registered from outside r1pipe: import it here too
+            stages.register(importlib.import_module(spec["module"]))
+        ctx = StageContext.from_json(spec)
         metrics = stages.module(ctx.name).run(ctx) or {}
         if rank == 0:
-            write_json_atomic(launch_dir / launch.RESULT, {
-                "metrics": metrics, "outputs": ctx.outputs, "decontamination": ctx.decontamination})
+            write_json_atomic(launch_dir / launch.RESULT, ctx.result(metrics))
     except Exception as e:  # noqa: BLE001 - every failure reaches the bookkeeper as one line
         message, hint = launch.one_error(e)
         write_json_atomic(error_path, {"rank": rank, "message": message, "hint": hint})

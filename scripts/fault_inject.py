@@ -158,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give run.dir=...: the run directory is deleted first")
     run_dir = Path(ov["run.dir"])
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from r1pipe import config, runner
+    from r1pipe import config, execute, graph, state
 
-    order = runner.recipe(config.load(args.overrides))
+    order = graph.chain(config.load(args.overrides))
     rng = random.Random(args.seed)
     startup = set(rng.sample(range(args.kills), round(args.kills * args.startup_share)))
     targets = iter(sorted((rng.choice(order) for _ in range(args.kills - len(startup))), key=order.index))
@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     final_problems += [f"{s} was complete during the kills and is not the same at the end"
                        for s, before in done_before.items() if finished(run_dir).get(s) != before]
     cfg = config.load(args.overrides)
-    st = runner.states(cfg, full=True)
+    st = state.states(cfg, full=True)
     not_complete = [f"{n} is {s.state} ({s.reason})" for n, s in st.items() if not s.complete]
-    not_evaluated = [n for n, s in st.items() if s.complete and runner.wants_eval(cfg, n, s.manifest) and not s.manifest.get("eval")]
+    not_evaluated = [n for n, s in st.items() if s.complete and execute.wants_eval(cfg, n, s.manifest) and not s.manifest.get("eval")]
     again_text = (logs / "again.log").read_text(errors="replace")
     trained_again = sorted(set(a or b for a, _, b in STARTED.findall(again_text)))
     killed = sum(r["rc"] == "killed" for r in record)

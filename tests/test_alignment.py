@@ -3,14 +3,13 @@
 import json
 
 import pytest
-
 from conftest import overrides_for
-from r1pipe import config, data, generation, runner
+from test_rejection_sampling import scripted_engine
+
+from r1pipe import checks, config, data, generation, graph, runner
 from r1pipe.errors import R1Error
 from r1pipe.preference import judged_text, preference_reward
 from r1pipe.tasks import smalltalk
-
-from test_rejection_sampling import scripted_engine
 
 
 def _manifest(run_dir, stage):
@@ -148,7 +147,7 @@ def test_alignment_rl_starts_from_second_sft_and_reads_the_reward_model(smoke_ru
 def test_a_ready_reward_model_path_is_not_a_parent(smoke_run):
     cfg = config.load(overrides_for(smoke_run, f"alignment_rl.preference_rewards.helpfulness.model={smoke_run}/reward_model/model",
                                     "alignment_rl.preference_rewards.harmlessness=null"))
-    assert runner.parents_of(cfg, "alignment_rl") == ("second_sft",)
+    assert graph.parents_of(cfg, "alignment_rl") == ("second_sft",)
 
 
 @pytest.mark.parametrize(
@@ -166,7 +165,7 @@ def test_a_ready_reward_model_path_is_not_a_parent(smoke_run):
 def test_bad_alignment_and_distill_settings_fail_before_any_model_loads(tmp_path, override, message):
     cfg = config.load(overrides_for(tmp_path / "run", override))
     with pytest.raises(R1Error, match=message):
-        runner.validate(cfg, ["alignment_rl", "distill"])
+        checks.validate(cfg, ["alignment_rl", "distill"])
 
 
 def test_distill_trains_a_smaller_student_on_filtered_teacher_traces_and_a_baseline(run_copy, monkeypatch):

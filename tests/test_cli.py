@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import overrides_for
 
 HEAVY = ("torch", "transformers", "trl")
@@ -39,7 +38,7 @@ def test_quick_commands_never_import_torch(smoke_run, args):
 
 def test_status_shows_every_stage_and_state(smoke_run):
     stdout, _ = _probe("status", *overrides_for(smoke_run))
-    from r1pipe.stages import ORDER
+    from r1pipe.stages import BUILTIN as ORDER
 
     assert all(s in stdout for s in ORDER)
     assert stdout.count("complete") == len(ORDER) == 8

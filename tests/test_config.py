@@ -55,11 +55,11 @@ def test_trainer_block_is_checked_against_trl():
 
 
 def test_a_stage_cannot_start_from_a_later_or_unknown_stage():
-    from r1pipe import runner
+    from r1pipe import graph
 
     with pytest.raises(R1Error, match="reasoning_rl cannot read second_sft: it comes later"):
-        runner.recipe(config.load(["conf=smoke", "reasoning_rl.init=second_sft"]))
+        graph.chain(config.load(["conf=smoke", "reasoning_rl.init=second_sft"]))
     with pytest.raises(R1Error, match="unknown stage 'cold'"):
-        runner.recipe(config.load(["conf=smoke", "reasoning_rl.init=cold"]))
+        graph.chain(config.load(["conf=smoke", "reasoning_rl.init=cold"]))
     with pytest.raises(R1Error, match="reads cold_sft, which run.stages leaves out"):
-        runner.recipe(config.load(["conf=smoke", "run.stages=[base,reasoning_rl]"]))
+        graph.chain(config.load(["conf=smoke", "run.stages=[base,reasoning_rl]"]))

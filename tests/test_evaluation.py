@@ -5,7 +5,6 @@ import json
 import shutil
 
 import pytest
-
 from conftest import FIXTURES, overrides_for
 from test_cli import _cli
 
@@ -119,7 +118,7 @@ def test_a_missing_benchmark_file_is_a_one_line_error(run_copy):
 
 
 def test_training_rows_that_appear_in_an_eval_set_are_removed_and_counted(run_copy, tmp_path):
-    from r1pipe import config, runner
+    from r1pipe import config, runner, state
     from r1pipe.data import load_rows
     from r1pipe.tasks import arithmetic
 
@@ -138,14 +137,14 @@ def test_training_rows_that_appear_in_an_eval_set_are_removed_and_counted(run_co
     assert len(load_rows({"path": str(path)}, need=("prompt",))) == 45  # the user's file is untouched
     # switched off, that is a different config (the stage reruns) ...
     ov_off = [*ov, "decontaminate.enabled=false"]
-    assert runner.states(config.load(ov_off))["cold_sft"].state == "stale"
+    assert state.states(config.load(ov_off))["cold_sft"].state == "stale"
     # ... but a new eval benchmark is not: evaluation says instead that no stage checked against it
     spec = f"+eval.benchmarks.gsm8k={{schema: gsm8k, path: '{FIXTURES / 'gsm8k_sample.jsonl'}'}}"
-    assert runner.states(config.load([*ov, spec]))["cold_sft"].state == "complete"
+    assert state.states(config.load([*ov, spec]))["cold_sft"].state == "complete"
 
 
 def test_decontamination_compares_questions_not_the_prompt_template():
-    from r1pipe.runner import contamination_index
+    from r1pipe.context import contamination_index
     from r1pipe.tasks import arithmetic
 
     a, b = arithmetic.problems(1, 7)[0]

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import overrides_for, snapshot
-from r1pipe import config, runner
+
+from r1pipe import config, runner, state
 from r1pipe.errors import R1Error
 
 TESTS = Path(__file__).parent
@@ -65,7 +65,7 @@ def test_nan_loss_fails_the_stage_and_it_is_never_complete(run_copy):
     _one_line_error(r, "cold_sft: ", " is nan at step", "lower the learning rate")
     assert not (run_copy / "cold_sft" / "manifest.json").exists()
     assert snapshot(run_copy) == before
-    st = runner.states(config.load(overrides_for(run_copy)))
+    st = state.states(config.load(overrides_for(run_copy)))
     assert st["cold_sft"].state in ("missing", "partial") and st["base"].complete
 
 
@@ -179,7 +179,7 @@ def test_a_forced_rerun_that_fails_midway_puts_the_finished_stage_back(run_copy,
         runner.run_stage(config.load(ov), "second_sft", ov, force=True)
     assert calls["n"] >= 2  # it did checkpoint before failing: there was progress to weigh against
     assert snapshot(run_copy) == before and not (run_copy / ".replaced" / "second_sft").exists()
-    st = runner.states(config.load(overrides_for(run_copy)), full=True)
+    st = state.states(config.load(overrides_for(run_copy)), full=True)
     assert all(s.complete for s in st.values())
 
 

@@ -6,8 +6,8 @@ import sys
 import types
 
 import pytest
-
 from conftest import save_tiny_model
+
 from r1pipe import models
 from r1pipe.errors import R1Error
 from r1pipe.generation import Sampling, generate, generation_settings, make_engine, vllm_settings
@@ -195,12 +195,11 @@ def test_grpo_samples_its_groups_through_the_engine_or_trl_as_configured(run_cop
     """reasoning_rl's rollouts come from r1pipe's loop by default and from TRL's generate with rollouts=trl:
     both move the policy along a reward that varies, log completions within max_completion_length, and say
     which sampled."""
+    import torch
+    from conftest import overrides_for
     from safetensors.torch import load_file
 
-    import torch
-
-    from conftest import overrides_for
-    from r1pipe import config, runner
+    from r1pipe import checks, config, runner
 
     chars = "+reasoning_rl.rewards.chars={function: 'conftest:char_length_reward', weight: 1.0}"
     before = load_file(run_copy / "cold_sft" / "model" / "model.safetensors")
@@ -214,7 +213,7 @@ def test_grpo_samples_its_groups_through_the_engine_or_trl_as_configured(run_cop
         assert any(not torch.equal(before[k], after[k]) for k in before)
     assert runs["engine"]["fingerprint"] != runs["trl"]["fingerprint"]
     with pytest.raises(Exception, match="rollouts must be auto, engine or trl, got 'vllm'"):
-        runner.validate(config.load(overrides_for(run_copy, "reasoning_rl.rollouts=vllm")), ["reasoning_rl"])
+        checks.validate(config.load(overrides_for(run_copy, "reasoning_rl.rollouts=vllm")), ["reasoning_rl"])
 
 
 def test_auto_rollouts_are_the_engine_on_a_cpu_and_trls_on_a_gpu(monkeypatch):

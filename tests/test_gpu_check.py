@@ -50,10 +50,10 @@ def test_on_accelerator_moves_a_cpu_model_to_this_ranks_gpu(monkeypatch):
 
 
 def test_no_gpu_figure_without_a_gpu(monkeypatch):
-    from r1pipe import runner
+    from r1pipe import resources
 
     monkeypatch.delitem(sys.modules, "torch", raising=False)  # a stage that never imported torch
-    assert runner.gpu_peak_mb(reset=True) is None and runner.gpu_peak_mb() is None
+    assert resources.gpu_peak_mb(reset=True) is None and resources.gpu_peak_mb() is None
     assert "torch" not in sys.modules  # asking did not import it
 
 

@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-
 from pathlib import Path
 
 import pytest
-
 from conftest import overrides_for
-from r1pipe import config, launch, runner
+
+from r1pipe import checks, config, launch, runner, state
 from r1pipe.errors import R1Error
 
 TORCHRUN = ("launcher=torchrun", "launcher.nproc=2")
@@ -28,11 +27,11 @@ def _launcher(*ov):
 
 
 def test_local_is_the_default_and_distributes_nothing():
-    from r1pipe.stages import cold_sft
+    from r1pipe import stages
 
     spec = _launcher()
     assert spec == {"name": "local"} and launch.world_size(spec) == 1
-    assert not launch.distributes(spec, cold_sft)
+    assert not launch.distributes(spec, stages.get("cold_sft"))
 
 
 def test_torchrun_command_one_node_and_several(tmp_path):
@@ -87,14 +86,14 @@ def test_grpo_batch_arithmetic_counts_the_processes(tmp_path):
     3 per device on 3 processes (9) is refused with the arithmetic spelled out."""
     ok = overrides_for(tmp_path, "launcher=torchrun", "launcher.nproc=2",
                        "reasoning_rl.trainer.per_device_train_batch_size=1", "reasoning_rl.trainer.num_generations=2")
-    runner.validate(config.load(ok), ["reasoning_rl"])
+    checks.validate(config.load(ok), ["reasoning_rl"])
     with pytest.raises(R1Error, match="1 process x per_device_train_batch_size 1 x 1 steps per generation = 1 "):
-        runner.validate(config.load([o for o in ok if not o.startswith("launcher")]), ["reasoning_rl"])
+        checks.validate(config.load([o for o in ok if not o.startswith("launcher")]), ["reasoning_rl"])
     bad = overrides_for(tmp_path, "launcher=torchrun", "launcher.nproc=3",
                         "reasoning_rl.trainer.per_device_train_batch_size=3", "reasoning_rl.trainer.num_generations=2")
     with pytest.raises(R1Error, match="3 processes x per_device_train_batch_size 3 x 1 steps per generation = 9 "
                                       "completions, not a multiple of num_generations 2"):
-        runner.validate(config.load(bad), ["reasoning_rl"])
+        checks.validate(config.load(bad), ["reasoning_rl"])
 
 
 def test_a_missing_deepspeed_is_one_clear_line_before_anything_runs(tmp_path, monkeypatch):
@@ -195,7 +194,7 @@ def test_killed_launch_stops_its_workers_and_resumes(run_copy):
     extra = (*TORCHRUN, "cold_sft.trainer.max_steps=30", "cold_sft.trainer.save_steps=5", "eval.after_stage=false")
     ov = overrides_for(run_copy, *extra)
     _kill_after_first_checkpoint(run_copy, ov, timeout=180)
-    assert runner.states(config.load(ov))["cold_sft"].state == "partial"
+    assert state.states(config.load(ov))["cold_sft"].state == "partial"
 
     runner.run_stage(config.load(ov), "cold_sft", ov)
     m = _manifest(run_copy, "cold_sft")
@@ -237,7 +236,7 @@ def test_a_sharding_launcher_trains_resumes_after_a_kill_and_runs_grpo(run_copy,
                        "cold_sft.trainer.learning_rate=5e-4", "eval.after_stage=false",
                        "+reasoning_rl.rewards.chars={function: 'conftest:char_length_reward', weight: 1.0}")
     _kill_after_first_checkpoint(run_copy, ov)
-    assert runner.states(config.load(ov))["cold_sft"].state == "partial"
+    assert state.states(config.load(ov))["cold_sft"].state == "partial"
 
     before = load_file(run_copy / "base" / "model" / "model.safetensors")
     runner.run_stage(config.load(ov), "cold_sft", ov)
@@ -261,7 +260,7 @@ def test_fsdp_on_cpu_processes_is_refused_before_anything_runs(tmp_path):
     nothing (seen: the trainer reported MULTI_CPU). r1pipe says so before any work."""
     ov = overrides_for(tmp_path, "launcher=fsdp", "launcher.nproc=2", "launcher.config.use_cpu=true")
     with pytest.raises(R1Error, match="launcher=fsdp with launcher.config.use_cpu=true would train plain DDP"):
-        runner.validate(config.load(ov), ["cold_sft"])
+        checks.validate(config.load(ov), ["cold_sft"])
 
 
 def test_a_failing_rank_is_one_line_and_costs_nothing(run_copy):
@@ -289,8 +288,8 @@ def test_accelerate_starts_two_processes_on_a_cpu(run_copy):
 
 def test_fewer_processes_than_asked_is_refused(tmp_path):
     """The check behind every launch: a launcher that quietly starts one process is an error, not a result."""
+    from r1pipe.context import StageContext
     from r1pipe.manifest import write_json_atomic
-    from r1pipe.runner import StageContext
 
     ctx = StageContext(name="cold_sft", config={}, dir=tmp_path, parent_manifests={}, parent_dirs={}, seed=0,
                        resume=False)

@@ -7,9 +7,9 @@ import shutil
 import sys
 
 import pytest
-
 from conftest import overrides_for
-from r1pipe import config, preflight, runner
+
+from r1pipe import config, preflight, runner, state
 from r1pipe.errors import R1Error
 from r1pipe.models import SERVING_TEMPLATE
 
@@ -138,11 +138,11 @@ def test_reward_model_trains_a_lora_sequence_classifier_and_saves_it_merged(lora
 
 def test_the_peft_block_is_in_the_fingerprint(lora_run):
     cfg = config.load(_overrides(lora_run))
-    assert runner.states(cfg)["cold_sft"].state == "complete"
+    assert state.states(cfg)["cold_sft"].state == "complete"
     plain = config.load(_overrides(lora_run, "cold_sft.peft=null"))
-    assert runner.states(plain)["cold_sft"].state == "stale"
+    assert state.states(plain)["cold_sft"].state == "stale"
     other_rank = config.load(_overrides(lora_run, "cold_sft.peft.r=4"))
-    assert runner.states(other_rank)["cold_sft"].state == "stale"
+    assert state.states(other_rank)["cold_sft"].state == "stale"
 
 
 @pytest.mark.parametrize(
@@ -180,7 +180,6 @@ def test_killed_lora_sft_resumes_from_its_adapter_checkpoint(lora_run, tmp_path)
     """Checkpoints of a LoRA run hold the adapter (not the model); the resumed run logs the same losses and ends
     with the same weights as one that was never interrupted."""
     import torch
-
     from test_pipeline import _kill_when
 
     # checkpoints on logging steps: a resume between two logged steps logs the first one's mean over fewer steps
@@ -192,7 +191,7 @@ def test_killed_lora_sft_resumes_from_its_adapter_checkpoint(lora_run, tmp_path)
     ckpt = run_dir / "cold_sft" / "trainer" / "checkpoint-4"
     assert _kill_when(cmd, ckpt / "trainer_state.json"), "training never reached a checkpoint"
     assert (ckpt / "adapter_model.safetensors").exists() and not (ckpt / "model.safetensors").exists()
-    assert runner.states(config.load(ov))["cold_sft"].state == "partial"
+    assert state.states(config.load(ov))["cold_sft"].state == "partial"
 
     steps = runner.run_all(config.load(ov), ov, stop="cold_sft")
     assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "resume")]

@@ -5,9 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import save_tiny_model
-from r1pipe import config, runner, stages
+
+from r1pipe import config, runner, stages, state
 from r1pipe import manifest as mf
 
 
@@ -46,22 +46,22 @@ def test_editing_the_base_model_directory_makes_base_stale_naming_it(base_from_d
     assert manifest["inputs"]["model"]["path"] == str(model_dir.resolve())
     assert "model.safetensors" in manifest["inputs"]["model"]["index"]
 
-    assert runner.states(cfg)["base"].state == "complete"
+    assert state.states(cfg)["base"].state == "complete"
     assert hash_calls == []  # untouched: no byte of the model directory read again
 
     weights = model_dir / "model.safetensors"
     _rewrite_byte(weights)
-    st = runner.states(cfg)["base"]
+    st = state.states(cfg)["base"]
     assert st.state == "stale" and str(model_dir.resolve()) in st.reason and "model.safetensors differs" in st.reason
     assert hash_calls == ["model.safetensors"]  # only the file whose stamp moved
-    plan = runner.plan(cfg, ["base"])
+    plan = state.plan(cfg, ["base"])
     assert plan[0].action == "rerun" and "model directory" in plan[0].reason
 
 
 def test_a_file_added_to_the_model_directory_makes_base_stale(base_from_dir):
     model_dir, cfg = base_from_dir
     (model_dir / "added_tokens_extra.json").write_text("{}")
-    st = runner.states(cfg)["base"]
+    st = state.states(cfg)["base"]
     assert st.state == "stale" and "added_tokens_extra.json differs" in st.reason
 
 
@@ -69,10 +69,10 @@ def test_a_touched_but_unchanged_file_is_hashed_once_then_trusted(base_from_dir,
     model_dir, cfg = base_from_dir
     weights = model_dir / "model.safetensors"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    assert runner.states(cfg)["base"].state == "complete"  # same bytes: the same fingerprint
+    assert state.states(cfg)["base"].state == "complete"  # same bytes: the same fingerprint
     assert hash_calls == ["model.safetensors"]
     hash_calls.clear()
-    assert runner.states(cfg)["base"].state == "complete"
+    assert state.states(cfg)["base"].state == "complete"
     assert hash_calls == []  # remembered in .verified.json: the next status is fast again
 
 
@@ -83,19 +83,19 @@ def test_the_fast_path_trusts_stamps_as_the_outputs_check_does(base_from_dir, ha
     stamp = weights.stat()
     _rewrite_byte(weights)
     os.utime(weights, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
-    assert runner.states(cfg)["base"].state == "complete" and hash_calls == []
+    assert state.states(cfg)["base"].state == "complete" and hash_calls == []
 
 
 def test_which_config_keys_name_a_local_model_directory(tmp_path):
     local = tmp_path / "student"
     local.mkdir()
-    assert stages.local_models("base", {"model": str(local)}) == {"model": local}
-    assert stages.local_models("base", {"model": "Qwen/Qwen2.5-0.5B"}) == {}  # a hub id: its id and revision count
-    assert stages.local_models("base", {"model": None}) == {}
-    assert stages.local_models("distill", {"student": {"model": str(local)}}) == {"student.model": local}
+    assert stages.get("base").local_models({"model": str(local)}) == {"model": local}
+    assert stages.get("base").local_models({"model": "Qwen/Qwen2.5-0.5B"}) == {}  # a hub id: its id and revision count
+    assert stages.get("base").local_models({"model": None}) == {}
+    assert stages.get("distill").local_models({"student": {"model": str(local)}}) == {"student.model": local}
     prefs = {"helpfulness": {"model": "reward_model"}, "harmlessness": {"model": str(local)},
              "other": {"model": "org/rm"}, "off": None}
-    assert stages.local_models("alignment_rl", {"preference_rewards": prefs}) == \
+    assert stages.get("alignment_rl").local_models({"preference_rewards": prefs}) == \
         {"preference_rewards.harmlessness.model": local}
 
 

@@ -30,14 +30,15 @@ def test_each_card_shows_its_own_models_numbers_and_the_paired_delta(run_copy, m
     card must carry its own model's numbers, worked out here from how the stand-in models answer."""
     from statistics import mean, stdev
 
-    from r1pipe import config, generation, runner
+    from test_evaluation import right, skilled_engine
+
+    from r1pipe import config, execute, generation
     from r1pipe.evaluation import read_samples
     from r1pipe.tasks.arithmetic import parse_prompt
-    from test_evaluation import right, skilled_engine
 
     shutil.rmtree(run_copy / "eval_cache")  # evaluated afresh, by the stand-ins
     monkeypatch.setattr(generation, "make_engine", skilled_engine({"distill": 3, "baseline": 1}))
-    runner.evaluate_after(config.load(overrides_for(run_copy)), "distill", _manifest(run_copy, "distill"))
+    execute.evaluate_after(config.load(overrides_for(run_copy)), "distill", _manifest(run_copy, "distill"))
 
     problems = [parse_prompt(s["prompt"]) for s in read_samples(run_copy / "distill")]
     student = [float(right(3, a, b, 0)) for a, b in problems]
@@ -61,14 +62,14 @@ def test_each_card_shows_its_own_models_numbers_and_the_paired_delta(run_copy, m
 
 
 def test_a_card_is_not_part_of_the_model_hash(run_copy):
-    from r1pipe import config, runner
+    from r1pipe import config, state
 
     card = run_copy / "cold_sft" / "model" / "README.md"
     card.write_text(card.read_text() + "\nedited by hand\n")
-    states = runner.states(config.load(overrides_for(run_copy)), full=True)
+    states = state.states(config.load(overrides_for(run_copy)), full=True)
     assert states["cold_sft"].state == "complete"
     # but the weights are: a changed byte is noticed
     weights = run_copy / "cold_sft" / "model" / "config.json"
     weights.write_text(weights.read_text().replace("{", "{ ", 1))
-    states = runner.states(config.load(overrides_for(run_copy)), full=True)
+    states = state.states(config.load(overrides_for(run_copy)), full=True)
     assert states["cold_sft"].state == "corrupt" and "cold_sft/model/config.json changed size" in states["cold_sft"].reason

@@ -2,21 +2,19 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import shutil
-
 import pytest
-
 from conftest import overrides_for
-from r1pipe import config, runner
+
+from r1pipe import config, execute, graph, runner, state
 from r1pipe.errors import R1Error
 from r1pipe.models import SERVING_TEMPLATE
-
 
 ALL = ("base", "cold_sft", "reasoning_rl", "rejection_sampling", "second_sft", "reward_model", "alignment_rl", "distill")
 
@@ -153,9 +151,9 @@ def test_run_with_missing_parent_names_the_command(tmp_path):
 
 def test_changed_base_makes_cold_sft_stale(run_copy):
     ov = overrides_for(run_copy, "base.arch.hidden_size=48")
-    st = runner.states(config.load(ov))
+    st = state.states(config.load(ov))
     assert st["base"].state == "stale" and st["cold_sft"].state == "stale"
-    plan = runner.plan(config.load(ov), ["base", "cold_sft"])
+    plan = state.plan(config.load(ov), ["base", "cold_sft"])
     assert [(s.action, s.reason) for s in plan][1] == ("rerun", "parent base will run")
 
 
@@ -169,7 +167,7 @@ def test_kill_during_training_then_rerun_resumes(run_copy):
     ckpt = run_copy / "cold_sft" / "trainer" / "checkpoint-10" / "trainer_state.json"
     assert _kill_when(cmd, ckpt), "training never reached a checkpoint"
     assert not (run_copy / "cold_sft" / "manifest.json").exists()
-    st = runner.states(config.load(ov))
+    st = state.states(config.load(ov))
     assert st["cold_sft"].state == "partial"
 
     steps = runner.run_all(config.load(ov), ov, stop="cold_sft")
@@ -244,8 +242,8 @@ def test_r1_zero_variant_runs_from_base_without_cold_sft(tmp_path):
 
 def test_tiny_zero_preset_composes():
     cfg = config.load(["conf=tiny_zero"])
-    assert runner.recipe(cfg) == ["base", "reasoning_rl"]
-    assert runner.parents_of(cfg, "reasoning_rl") == ("base",)
+    assert graph.chain(cfg) == ["base", "reasoning_rl"]
+    assert graph.parents_of(cfg, "reasoning_rl") == ("base",)
     assert [k for k, v in cfg.reasoning_rl.rewards.items() if v is not None] == ["accuracy", "format"]
 
 
@@ -263,7 +261,7 @@ def test_kill_during_grpo_then_rerun_resumes(run_copy):
     cmd = [sys.executable, "-m", "r1pipe.cli", "run", "--stage", "reasoning_rl", *ov]
     ckpt = run_copy / "reasoning_rl" / "trainer" / "checkpoint-3" / "trainer_state.json"
     assert _kill_when(cmd, ckpt), "GRPO never reached a checkpoint"
-    assert runner.states(config.load(ov))["reasoning_rl"].state == "partial"
+    assert state.states(config.load(ov))["reasoning_rl"].state == "partial"
     steps = runner.run_all(config.load(ov), ov, stop="reasoning_rl")
     assert [(s.stage, s.action) for s in steps][-1] == ("reasoning_rl", "resume")
     m = _manifest(run_copy, "reasoning_rl")
@@ -279,17 +277,18 @@ def test_eval_numbers_recompute_exactly_from_saved_samples(run_copy, monkeypatch
     so cold_sft and reasoning_rl are evaluated again by stand-ins that answer some problems right."""
     from statistics import mean
 
+    from test_evaluation import right, skilled_engine
+
     from r1pipe import generation
     from r1pipe.evaluation import paired_difference, read_samples, summarize
     from r1pipe.tasks.arithmetic import parse_prompt
-    from test_evaluation import right, skilled_engine
 
     monkeypatch.setattr(generation, "make_engine", skilled_engine({"cold_sft": 2, "reasoning_rl": 3}))
     # not from the cache: the smoke reasoning_rl has cold_sft's very weights (no reward, no gradient), so both
     # share one entry
     cfg = config.load(overrides_for(run_copy, "eval.cache=false"))
     for stage in ("cold_sft", "reasoning_rl"):  # the parent first: the child's paired Δ reads its samples
-        runner.evaluate_after(cfg, stage, _manifest(run_copy, stage))
+        execute.evaluate_after(cfg, stage, _manifest(run_copy, stage))
 
     stage = run_copy / "cold_sft"
     saved = json.loads((stage / "eval.json").read_text())

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES
-from r1pipe import config, data, preflight, runner
+
+from r1pipe import config, data, graph, preflight, runner
 from r1pipe.errors import R1Error
 
 PRESETS = ("qwen2.5-0.5b", "qwen2.5-1.5b", "r1_distill_1.5b")
@@ -17,7 +17,7 @@ MIRROR = FIXTURES / "hub"
 
 def _check(preset, tmp_path, *extra):
     cfg = config.load([f"conf={preset}", f"run.dir={tmp_path}", *extra])
-    return preflight.check(cfg, runner.recipe(cfg))
+    return preflight.check(cfg, graph.chain(cfg))
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -5,9 +5,9 @@ Jinja2."""
 import json
 
 import pytest
-
 from conftest import overrides_for
-from r1pipe import config, data, models, runner
+
+from r1pipe import config, data, models, runner, state
 from r1pipe.errors import R1Error
 
 TEMPLATE = "Add: {prompt}. Think in <think></think>, answer in <answer></answer>."
@@ -42,7 +42,7 @@ def test_a_bad_prompt_template_names_the_source(template, message):
 
 def test_the_template_is_part_of_every_reasoning_stage_fingerprint(smoke_run):
     ov = overrides_for(smoke_run, f"task.prompt_template='{TEMPLATE}'")
-    st = runner.states(config.load(ov))
+    st = state.states(config.load(ov))
     assert st["base"].state == "stale"  # its tokenizer corpus is the cold-start data, asked the new way
     cfg = config.load(ov)
     for stage, key in (("cold_sft", "data"), ("reasoning_rl", "data"), ("rejection_sampling", "data")):
@@ -111,6 +111,7 @@ def test_a_response_prefix_is_written_for_the_model_to_continue_but_not_into_tra
 
 def test_generation_continues_the_prefix_and_returns_whole_replies(tmp_path):
     from conftest import save_tiny_model
+
     from r1pipe.generation import Sampling, chat_prompts, generate
 
     rows = data.load_rows({"builtin": "arithmetic", "size": 3, "seed": 1, "response_prefix": PREFIX + "\n"},

@@ -6,9 +6,9 @@ import shutil
 import sys
 
 import pytest
-
 from conftest import overrides_for
-from r1pipe import config, generation, runner
+
+from r1pipe import checks, config, generation, runner, state
 
 OK = "<think>{w}</think><answer>{s}</answer>"
 
@@ -53,8 +53,8 @@ def test_filters_provenance_and_a_dataset_trl_trains_on(run_copy, scripted):
 
     # TRL's own SFTTrainer trains on the dataset unchanged. Models ship the plain serving template (as Qwen and
     # SmolLM do); assistant-only loss needs the training one with {% generation %} markers, r1pipe's CHAT_TEMPLATE.
-    from trl import SFTConfig, SFTTrainer
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
 
     from r1pipe.models import CHAT_TEMPLATE
 
@@ -138,7 +138,7 @@ def test_kill_mid_generation_then_rerun_keeps_finished_shards(run_copy):
     shards = sorted((run_copy / "rejection_sampling" / "shards").glob("shard-*.jsonl"))
     assert 1 <= len(shards) < 12 and not (run_copy / "rejection_sampling" / "manifest.json").exists()
     kept = {p: p.stat().st_mtime_ns for p in shards}
-    assert runner.states(config.load(ov))["rejection_sampling"].state == "partial"
+    assert state.states(config.load(ov))["rejection_sampling"].state == "partial"
 
     steps = runner.run_all(config.load(ov), ov, start="rejection_sampling", stop="rejection_sampling")
     assert [(s.stage, s.action) for s in steps] == [("rejection_sampling", "resume")]
@@ -161,4 +161,4 @@ def test_bad_sampling_settings_fail_before_generation(tmp_path, override, messag
 
     ov = overrides_for(tmp_path / "r", override)
     with pytest.raises(R1Error, match=message):
-        runner.validate(config.load(ov), ["rejection_sampling"])
+        checks.validate(config.load(ov), ["rejection_sampling"])

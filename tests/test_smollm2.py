@@ -5,9 +5,9 @@ injects a system prompt, R1's tags as several ordinary tokens."""
 import json
 
 import pytest
-
 from conftest import overrides_for
-from r1pipe import config, fetch, models, runner
+
+from r1pipe import checks, config, fetch, models, runner
 
 SMOLLM2 = fetch.model_dir("smollm2")
 needs_smollm2 = pytest.mark.skipif(not fetch.is_fetched("smollm2"), reason="SmolLM2 is not fetched: make smollm2")
@@ -60,6 +60,6 @@ def test_a_missing_fetched_model_says_how_to_fetch_it(tmp_path, monkeypatch):
     ov = overrides_for(tmp_path / "run", "base.model=${fetched:smollm2}")
     cfg = config.load(ov)
     with pytest.raises(R1Error) as e:
-        runner.validate(cfg, ["base"])
+        checks.validate(cfg, ["base"])
     assert "does not exist" in str(e.value) and "r1pipe fetch smollm2" in e.value.hint
     assert not (tmp_path / "run").exists()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from r1pipe import benchmarks, config, data, modelcard, preflight, runner
+from r1pipe import benchmarks, config, data, graph, modelcard, preflight, runner
 from r1pipe.errors import R1Error
 
 BOTH = {"builtin": "arithmetic", "size": 8, "seed": 1, "path": "mine.jsonl"}
@@ -66,7 +66,7 @@ def test_a_merging_override_fails_before_any_stage_and_the_hint_really_replaces_
     assert "(task.cold_start) names both builtin: and path:" in text and "\n" not in text
     assert not (run_dir / "base").exists()  # nothing trained, nothing written for any stage
     with pytest.raises(R1Error, match=r"\(task.cold_start\) names both"):
-        preflight.check(cfg, runner.recipe(cfg))  # --dry-run says the same
+        preflight.check(cfg, graph.chain(cfg))  # --dry-run says the same
     # the hint's override: the source is the user's file alone, everywhere it is used
     hint = e.value.hint.split("delete it first: ")[1].split(";")[0]
     fixed = [o.strip("'") for o in hint.split("' '")]
@@ -74,7 +74,7 @@ def test_a_merging_override_fails_before_any_stage_and_the_hint_really_replaces_
     cfg = config.load(ov[:2] + fixed)
     assert config.stage_config(cfg, "cold_sft")["data"] == {"path": str(mine)}
     assert config.stage_config(cfg, "base")["tokenizer"]["corpus"] == {"path": str(mine)}
-    report = preflight.check(cfg, runner.recipe(cfg))
+    report = preflight.check(cfg, graph.chain(cfg))
     assert ("cold_sft", "data", f"path:{mine}", "ok, 80 rows") in report.sources
 
 
@@ -99,7 +99,7 @@ def test_smoke_preset_over_a_user_task_of_files_reads_a_few_rows_of_them(tmp_pat
                        f"run.dir={tmp_path / 'run'}"])
     # the preset's sizes merge into the task's files without naming a builtin beside them
     assert config.to_plain(cfg.task.heldout) == {"path": str(files["heldout"]), "size": 16, "limit": 16}
-    report = preflight.check(cfg, runner.recipe(cfg))
+    report = preflight.check(cfg, graph.chain(cfg))
     found = {(stage, key): (src, outcome) for stage, key, src, outcome in report.sources}
     assert found["cold_sft", "data"] == (f"path:{files['cot']}", "ok, 64 rows")
     assert found["rejection_sampling", "data"] == (f"path:{files['prompts']}", "ok, 24 rows")

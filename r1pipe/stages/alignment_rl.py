@@ -20,35 +20,38 @@ import random
 from pathlib import Path
 from typing import Any
 
+from r1pipe import data, preference, rewards, stages, training
+from r1pipe.errors import R1Error
+from r1pipe.manifest import read_json_dict, write_json_atomic
+from r1pipe.stages import Source, reasoning_rl
+
 NAME = "alignment_rl"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 OUTPUTS = ("model", "adapter")  # adapter: LoRA only (a peft: block), model: merged with it
+# held-out general prompts only measure the models (not trained on, so not decontaminated)
+SOURCES = (Source("data", ("prompt", "answer")), Source("general_data", ("prompt",)),
+           Source("general_heldout", ("prompt",), task=False))
+PROGRESS = ("general_before.json",)  # the starting model's held-out answers (prepare() writes them)
 DISTRIBUTED = True  # a launcher runs run() on every rank; rank 0 alone measures the held-out preference
+GRPO = True
 
 
 def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
     """The starting model, then every stage a preference reward names as its model (e.g. reward_model)."""
-    from r1pipe.stages import ORDER
-
     init = cfg.get("init") or "second_sft"
-    models = [p["model"] for p in (cfg.get("preference_rewards") or {}).values() if p and p.get("model") in ORDER]
-    return tuple(dict.fromkeys([init, *models]))
+    judges = [p["model"] for p in (cfg.get("preference_rewards") or {}).values()
+              if p and p.get("model") in stages.names()]
+    return tuple(dict.fromkeys([init, *judges]))
 
 
 def models_named(cfg: dict[str, Any]) -> dict[str, Any]:
     """Each preference reward's model that is not a stage (a local path or a hub id)."""
-    from r1pipe.stages import ORDER
-
     return {f"preference_rewards.{name}.model": p["model"] for name, p in (cfg.get("preference_rewards") or {}).items()
-            if p and p.get("model") not in ORDER}
+            if p and p.get("model") not in stages.names()}
 
 
 def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from trl import GRPOConfig
-
-    from r1pipe import preference, rewards, training
-    from r1pipe.errors import R1Error
-    from r1pipe.stages import ORDER, reasoning_rl
 
     block = reasoning_rl.validation_block(reasoning_rl.trainer_block(NAME, cfg, _weights(cfg)), world_size)
     training.trl_config(GRPOConfig, NAME, block, Path("unused"), seed=0)
@@ -64,7 +67,7 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
                               hint="model: a stage name (reward_model), a local path or a hub id; scope: summary | response")
         preference.judged_text("", p["scope"])
         model = str(p["model"])
-        if model not in ORDER and not Path(model).exists() and model.count("/") != 1:
+        if model not in stages.names() and not Path(model).exists() and model.count("/") != 1:
             raise R1Error(f"{NAME}.preference_rewards.{name}.model={model!r} is not a stage, a local path or a hub id",
                           hint="e.g. reward_model (the stage), ./my_rm, or org/name")
         if name in cfg["rewards"]:
@@ -79,30 +82,22 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
 
 def _weights(cfg: dict[str, Any]) -> list[float]:
     """One weight per reward, rule rewards first, then preference rewards: the order run() builds them in."""
-    rule = [float(p.get("weight", 1.0)) for p in cfg["rewards"].values() if p is not None]
-    pref = [float(p.get("weight", 1.0)) for p in (cfg.get("preference_rewards") or {}).values() if p is not None]
-    return rule + pref
+    return rewards.weights(cfg["rewards"]) + rewards.weights(cfg.get("preference_rewards") or {})
 
 
 def prepare(ctx) -> None:
     """Under a launcher, once, before the ranks start: the starting model's answers to the held-out general
     prompts (the 'before' of heldout_preference), written for rank 0 to read."""
-    from r1pipe import models
-
     cfg = ctx.config
     heldout = _heldout(cfg)
     if heldout and any(p for p in (cfg.get("preference_rewards") or {}).values()):
         init_dir = ctx.parent_output(parents(cfg)[0], "model")
-        remote = ctx.trust_remote_code
-        model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"), trust_remote_code=remote)
-        tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
+        model, tokenizer = ctx.load_model(init_dir)
         _before(ctx, model, tokenizer, heldout, cfg)
 
 
 def _heldout(cfg) -> list[dict[str, Any]]:
     """Each distinct held-out general prompt once: repeats would shrink the standard errors falsely."""
-    from r1pipe import data
-
     if not cfg.get("general_heldout"):
         return []
     rows = data.load_rows(cfg["general_heldout"], need=("prompt",), where="alignment_rl.general_heldout")
@@ -111,8 +106,6 @@ def _heldout(cfg) -> list[dict[str, Any]]:
 
 def _before(ctx, model, tokenizer, heldout, cfg) -> dict[str, list]:
     """The starting model's answers, computed once per attempt (prepare() or run(), whichever comes first)."""
-    from r1pipe.manifest import read_json_dict, write_json_atomic
-
     path = ctx.dir / "general_before.json"
     cached = read_json_dict(path)
     if cached and cached.get("prompts") == [r["prompt"] for r in heldout]:
@@ -129,9 +122,6 @@ def _before(ctx, model, tokenizer, heldout, cfg) -> dict[str, list]:
 def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
-
-    from r1pipe import data, models, preference, rewards, training
-    from r1pipe.stages import reasoning_rl
 
     cfg = ctx.config
     init = parents(cfg)[0]
@@ -165,8 +155,7 @@ def run(ctx) -> dict[str, Any]:
         for r in rows
     ])  # fmt: skip
 
-    tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
-    model = models.load_causal_lm(init_dir, dtype=dtype, trust_remote_code=remote)
+    model, tokenizer = ctx.load_model(init_dir)
     heldout = _heldout(cfg)
     measure = bool(heldout and judges and training.is_main())
     before = _before(ctx, model, tokenizer, heldout, cfg) if measure else None

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from r1pipe import data, models
 from r1pipe.errors import R1Error
+from r1pipe.stages import Source
 
 NAME = "base"
 VERSION = 2  # bump when a change alters what this stage computes (it is part of the fingerprint)
 PARENTS: tuple[str, ...] = ()
 OUTPUTS = ("model",)
+# the tokenizer's corpus, read only when building the tiny model (not training data: never decontaminated)
+SOURCES = (Source("tokenizer.corpus", ("prompt", "solution"), task=False, when=lambda cfg: not cfg.get("model")),)
 
 
 def models_named(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -27,8 +31,6 @@ def models_named(cfg: dict[str, Any]) -> dict[str, Any]:
 def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     """A local model directory that is not there fails before any stage runs (with the fetch command when it
     is one r1pipe can fetch)."""
-    from r1pipe import models
-
     if cfg.get("model"):
         models.missing_local_dir(cfg["model"])
     if cfg.get("tags", "tokens") not in ("tokens", "text"):
@@ -36,7 +38,6 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
 
 
 def run(ctx) -> dict[str, Any]:
-    from r1pipe import data, models
     from r1pipe.training import model_card, save_model
 
     cfg = ctx.config

@@ -13,10 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from r1pipe import data, training
+from r1pipe.stages import Source
+
 NAME = "cold_sft"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 PARENTS = ("base",)
 OUTPUTS = ("model", "adapter")  # adapter: LoRA only (a peft: block), model: merged with it
+SOURCES = (Source("data", ("prompt", "solution")),)
 DISTRIBUTED = True  # a launcher (launcher=torchrun ...) runs run() on every rank
 
 
@@ -31,8 +35,6 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
 
 def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
-
-    from r1pipe import data, training
 
     rows = ctx.load_rows(ctx.config["data"], ("prompt", "solution"), "data")
     dataset = Dataset.from_list([{"messages": m["messages"]} for m in data.sft_messages(rows)])

@@ -23,10 +23,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from r1pipe import data, models, traces, training
+from r1pipe.errors import R1Error
+from r1pipe.stages import Source
+
 NAME = "distill"
 VERSION = 2  # bump when a change alters what this stage computes (it is part of the fingerprint)
 # data, rejected: method sft; baseline: when enabled; adapter: LoRA only (a peft: block), model: merged with it
 OUTPUTS = ("model", "data", "rejected", "baseline", "adapter")
+SOURCES = (Source("data", ("prompt", "answer")), Source("non_reasoning.data", ("prompt", "solution")),
+           Source("baseline.data", ("prompt", "solution"), when=lambda cfg: (cfg.get("baseline") or {}).get("enabled")))
+PROGRESS = ("shards/shard-*.jsonl",)  # each finished shard of the teacher's traces
 DISTRIBUTED = True  # a launcher runs run() on every rank, after prepare() wrote the traces
 METHODS = ("sft", "logits")
 
@@ -41,8 +48,6 @@ def models_named(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _method(cfg: dict[str, Any]) -> tuple[type, dict[str, Any]]:
     """The TRL config class of the chosen method and the stage config with that method's trainer block."""
-    from r1pipe.errors import R1Error
-
     method = cfg.get("method", "sft")
     if method not in METHODS:
         raise R1Error(f"{NAME}.method={method!r}", hint=f"methods: {', '.join(METHODS)}")
@@ -56,8 +61,6 @@ def _method(cfg: dict[str, Any]) -> tuple[type, dict[str, Any]]:
 
 
 def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
-    from r1pipe import traces
-    from r1pipe.errors import R1Error
     from r1pipe.training import baseline_cfg, lora, trl_config
 
     cls, method_cfg = _method(cfg)
@@ -83,8 +86,6 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
 def prepare(ctx) -> None:
     """Under a launcher, once, before the ranks start: the teacher writes its traces (resumable shards), so
     the ranks only read them and train. Generation in one process never waits at a rank barrier."""
-    from r1pipe import traces
-
     cfg = ctx.config
     if cfg.get("method", "sft") == "sft":
         rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
@@ -93,8 +94,6 @@ def prepare(ctx) -> None:
 
 def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
-
-    from r1pipe import models, training, traces
 
     cfg = ctx.config
     teacher = parents(cfg)[0]
@@ -108,17 +107,10 @@ def run(ctx) -> dict[str, Any]:
     metrics["student_fraction"] = metrics["student_parameters"] / teacher_params
 
     if metrics["method"] == "sft":
-        kept, rejected, rate = traces.sample_and_filter(ctx, teacher, rows, cfg)
-        mix = traces.non_reasoning(cfg["non_reasoning"], len(kept), ctx.seed,
-                                     load=lambda src, need: ctx.load_rows(src, need, "non_reasoning"))
-        samples = len(rows) * cfg["sampling"]["k"]
-        train = traces.write(NAME, kept, rejected, mix, ctx.seed, ctx.output("data"),
-                             ctx.output("rejected", "rejected.parquet"), cfg["min_kept"], samples,
-                             save=training.is_main())
-        metrics["traces"] = traces.stats(rows, samples, kept, rejected, mix, train, rate)
+        train, metrics["traces"] = traces.dataset(ctx, teacher, rows, save=training.is_main())
         dataset = Dataset.from_list([{"messages": r["messages"]} for r in train])
         summary = (f"A student distilled by SFT on {len(train)} traces of `{teacher}` (verified and filtered, "
-                   f"{len(kept)} reasoning + {len(mix)} non-reasoning).")
+                   f"{metrics['traces']['kept']} reasoning + {metrics['traces']['non_reasoning']} non-reasoning).")
         card = training.model_card(NAME, ctx.parent_manifests, cfg, summary)
         metrics.update(training.sft_model(ctx, NAME, student, tokenizer, dataset, cfg, ctx.trainer_dir,
                                           ctx.metrics_path, ctx.output("model"), card,
@@ -134,8 +126,6 @@ def run(ctx) -> dict[str, Any]:
 def _student(ctx, teacher_dir: Path):
     """The student model and its tokenizer: a given smaller model, or one built from `arch` on the teacher's
     tokenizer (same vocabulary, so logit distillation works too)."""
-    from r1pipe import models
-
     s, remote = ctx.config["student"], ctx.trust_remote_code
     dtype = ctx.config.get("dtype", "float32")
     if s.get("model"):
@@ -151,9 +141,6 @@ def _logit_distill(ctx, student, tokenizer, teacher_dir: Path, rows) -> dict[str
     """On-policy logit distillation with TRL's DistillationTrainer (student and teacher share the vocabulary)."""
     from datasets import Dataset
     from trl import DistillationConfig, DistillationTrainer
-
-    from r1pipe import data, models, training
-    from r1pipe.errors import R1Error
 
     teacher = models.load_causal_lm(teacher_dir, dtype=ctx.config.get("dtype", "float32"),
                                     trust_remote_code=ctx.trust_remote_code)
@@ -175,8 +162,6 @@ def _logit_distill(ctx, student, tokenizer, teacher_dir: Path, rows) -> dict[str
 def _baseline(ctx, teacher_dir: Path, steps: int) -> dict[str, Any]:
     """The same student architecture and settings trained by SFT on baseline.data for the student's number of
     optimizer steps: what the student would be without the teacher, at the same compute."""
-    from r1pipe import training
-
     student, tokenizer = _student(ctx, teacher_dir)
     return training.train_baseline(ctx, NAME, student, tokenizer, steps,
                                    "The distill student's architecture trained on {rows} baseline examples alone, "

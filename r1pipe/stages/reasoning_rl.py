@@ -18,10 +18,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+from r1pipe import data, generation, rewards, training
+from r1pipe.errors import R1Error
+from r1pipe.launch import generation_batch
+from r1pipe.manifest import read_jsonl, write_jsonl_atomic
+from r1pipe.stages import Source
+
 NAME = "reasoning_rl"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 OUTPUTS = ("model", "adapter")  # adapter: LoRA only (a peft: block), model: merged with it
+SOURCES = (Source("data", ("prompt", "answer")),)
+PROGRESS = ("difficulty.jsonl",)  # the difficulty filter's pass rates (written whole, after k samples a prompt)
 DISTRIBUTED = True  # a launcher (launcher=torchrun ...) runs run() on every rank
+GRPO = True
 
 
 def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
@@ -30,8 +39,6 @@ def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
 
 def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
     from trl import GRPOConfig
-
-    from r1pipe import rewards, training
 
     training.trl_config(GRPOConfig, NAME, validation_block(trainer_block(NAME, cfg), world_size), Path("unused"), seed=0)
     training.lora(NAME, cfg)
@@ -45,8 +52,6 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
 
 
 def check_rollouts(stage: str, cfg: dict[str, Any]) -> None:
-    from r1pipe.errors import R1Error
-
     if cfg.get("rollouts", "auto") not in ROLLOUTS:
         raise R1Error(f"{stage}.rollouts must be {', '.join(ROLLOUTS[:-1])} or {ROLLOUTS[-1]}, got {cfg['rollouts']!r}")
 
@@ -61,8 +66,6 @@ def rollout_func(cfg: dict[str, Any], args):
     import os
 
     import torch
-
-    from r1pipe import generation
 
     which = cfg.get("rollouts", "auto")
     if which == "auto":
@@ -82,43 +85,32 @@ def validation_block(cfg: dict[str, Any], world_size: int) -> dict[str, Any]:
     t = cfg["trainer"]
     if world_size == 1 or t.get("generation_batch_size") is not None or t.get("steps_per_generation") is not None:
         return cfg
-    per_device = int(t.get("per_device_train_batch_size", 8))
-    steps = int(t.get("gradient_accumulation_steps", 1))
-    return {**cfg, "trainer": {**t, "generation_batch_size": per_device * world_size * steps}}
+    return {**cfg, "trainer": {**t, "generation_batch_size": generation_batch(t, world_size)}}
 
 
 def trainer_block(stage: str, cfg: dict[str, Any], weights: list[float] | None = None) -> dict[str, Any]:
     """The stage config with reward weights moved into trainer.reward_weights, where TRL reads them."""
-    from r1pipe.errors import R1Error
-
     trainer = dict(cfg.get("trainer") or {})
     if "reward_weights" in trainer:
         raise R1Error(f"{stage}.trainer.reward_weights is set from rewards.<name>.weight", hint="set the weights there")
-    if weights is None:
-        weights = [float(p.get("weight", 1.0)) for p in cfg["rewards"].values() if p is not None]
-    trainer["reward_weights"] = weights
+    trainer["reward_weights"] = rewards.weights(cfg["rewards"]) if weights is None else weights
     return {**cfg, "trainer": trainer}
 
 
 def prepare(ctx) -> None:
     """Under a launcher, once, before the ranks start: the difficulty filter's sampling, cached on disk for
     every rank to read (generation in one process never waits at a rank barrier)."""
-    from r1pipe import models
-
     cfg = ctx.config
     if cfg["difficulty_filter"]["enabled"]:
         init_dir = ctx.parent_output(parents(cfg)[0], "model")
         rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
-        tokenizer = models.load_tokenizer(init_dir, trust_remote_code=ctx.trust_remote_code)
-        model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"), trust_remote_code=ctx.trust_remote_code)
+        model, tokenizer = ctx.load_model(init_dir)
         _difficulty_filter(ctx, model, tokenizer, rows, cfg)
 
 
 def run(ctx) -> dict[str, Any]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
-
-    from r1pipe import data, models, rewards, training
 
     cfg = ctx.config
     init = parents(cfg)[0]
@@ -128,9 +120,7 @@ def run(ctx) -> dict[str, Any]:
     reward_funcs, _ = rewards.build(cfg["rewards"])
     rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
 
-    remote = ctx.trust_remote_code
-    tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
-    model = models.load_causal_lm(init_dir, dtype=cfg.get("dtype", "float32"), trust_remote_code=remote)
+    model, tokenizer = ctx.load_model(init_dir)
 
     filter_stats: dict[str, Any] = {"enabled": False}
     if cfg["difficulty_filter"]["enabled"]:
@@ -161,16 +151,14 @@ def run(ctx) -> dict[str, Any]:
 
 def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
     """Keep prompts the starting model solves sometimes but not always (cached on disk for resume)."""
-    from r1pipe import data
     from r1pipe.generation import Sampling, generate
-    from r1pipe.manifest import write_jsonl_atomic
     from r1pipe.rewards import is_correct
 
     f = cfg["difficulty_filter"]
     cache = ctx.dir / "difficulty.jsonl"
     # The stage directory holds only this attempt's files (a fresh attempt starts empty), so a cache whose
     # prompts match is this attempt's: a resumed run's, or prepare()'s under a launcher
-    cached = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() else []
+    cached = read_jsonl(cache)
     if [c["prompt"] for c in cached] == [r["prompt"] for r in rows]:
         rates = [c["pass_rate"] for c in cached]
     else:

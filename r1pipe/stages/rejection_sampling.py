@@ -16,9 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from r1pipe import traces
+from r1pipe.stages import Source
+
 NAME = "rejection_sampling"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 OUTPUTS = ("data", "rejected")
+SOURCES = (Source("data", ("prompt", "answer")), Source("non_reasoning.data", ("prompt", "solution")))
+PROGRESS = ("shards/shard-*.jsonl",)  # each finished generation shard
 
 
 def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
@@ -26,22 +31,10 @@ def parents(cfg: dict[str, Any]) -> tuple[str, ...]:
 
 
 def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
-    from r1pipe import traces
-
     traces.validate_sampling(NAME, cfg.get("sampling") or {}, cfg["filters"])
 
 
 def run(ctx) -> dict[str, Any]:
-    from r1pipe import traces
-
     cfg = ctx.config
     rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
-    kept, rejected, rate = traces.sample_and_filter(ctx, parents(cfg)[0], rows, cfg)
-    mix = traces.non_reasoning(cfg["non_reasoning"], len(kept), ctx.seed,
-                                 load=lambda src, need: ctx.load_rows(src, need, "non_reasoning"))
-    samples = len(rows) * cfg["sampling"]["k"]
-    train = traces.write(
-        NAME, kept, rejected, mix, ctx.seed, ctx.output("data"), ctx.output("rejected", "rejected.parquet"),
-        cfg["min_kept"], samples,
-    )
-    return traces.stats(rows, samples, kept, rejected, mix, train, rate)
+    return traces.dataset(ctx, parents(cfg)[0], rows)[1]

@@ -15,9 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from r1pipe import data, models, training
+from r1pipe.stages import PREFERENCES, Source
+
 NAME = "reward_model"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 OUTPUTS = ("model", "adapter")  # adapter: LoRA only (a peft: block), model: merged with it
+# held-out pairs only measure the trained model (not trained on, so not decontaminated)
+SOURCES = (Source("data", PREFERENCES), Source("heldout", PREFERENCES, task=False))
 DISTRIBUTED = True  # a launcher runs run() on every rank; rank 0 alone scores the held-out pairs
 EVALUATE = False  # a reward model writes no answers: the reasoning evaluation does not apply
 TASK_TYPE = "SEQ_CLS"  # peft's name for a sequence classifier: under LoRA it trains the new score head whole
@@ -42,7 +47,6 @@ def run(ctx) -> dict[str, Any]:
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
-    from r1pipe import data, models, training
     from r1pipe.preference import RewardModel
 
     cfg = ctx.config

@@ -17,10 +17,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from r1pipe import training
+from r1pipe.stages import Source
+
 NAME = "second_sft"
 VERSION = 1  # bump when a change alters what this stage computes (it is part of the fingerprint)
 # adapter: LoRA only (a peft: block), model: merged with it; baseline: the matched control, when enabled
 OUTPUTS = ("model", "adapter", "baseline")
+# the matched baseline's data (the cold-start data), read only when it is on
+SOURCES = (Source("baseline.data", ("prompt", "solution"), when=lambda cfg: (cfg.get("baseline") or {}).get("enabled")),)
 DISTRIBUTED = True  # a launcher (launcher=torchrun ...) runs run() on every rank
 DATA = "rejection_sampling"
 
@@ -43,8 +48,6 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
 def run(ctx) -> dict[str, Any]:
     from datasets import load_dataset
 
-    from r1pipe import models, training
-
     data_dir = ctx.parent_output(DATA, "data")
     dataset = load_dataset("parquet", data_files=str(data_dir / "train.parquet"), split="train")
     dataset = dataset.select_columns(["messages"])  # provenance columns stay in the parent's dataset
@@ -53,9 +56,7 @@ def run(ctx) -> dict[str, Any]:
     metrics = training.sft(ctx, NAME, init, dataset, summary)
     if (ctx.config.get("baseline") or {}).get("enabled"):
         init_dir = ctx.parent_output(init, "model")
-        remote = ctx.trust_remote_code
-        model = models.load_causal_lm(init_dir, dtype=ctx.config.get("dtype", "float32"), trust_remote_code=remote)
-        tokenizer = models.load_tokenizer(init_dir, trust_remote_code=remote)
+        model, tokenizer = ctx.load_model(init_dir)
         steps = metrics["global_step"]
         metrics["baseline"] = training.train_baseline(
             ctx, NAME, model, tokenizer, steps,
