@@ -55,14 +55,15 @@ DEFAULT_PRESET = "tiny"
 
 def _with_stages(overrides: list[str]) -> list[str]:
     """The overrides Hydra composes: each registered stage's YAML (conf/stage/<name>.yaml, or under the stage
-    module's CONF_DIR) at its config key, then the preset, then the user's overrides. Stages come from the
-    registry, so conf/config.yaml lists none; the preset comes after them so that it can set any stage's keys."""
+    module's CONF_DIR) at its config key, then the preset (`conf=NAME`: conf/presets/NAME.yaml), then the
+    user's overrides. Stages come from the registry, so conf/config.yaml lists none; the preset comes after
+    them so that it can set any stage's keys."""
     presets = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == "conf"]
     rest = [o for o in overrides if o not in presets]
     preset = presets[-1].split("=", 1)[1] if presets else DEFAULT_PRESET
     extra = [f"file://{s.conf_dir.resolve()}" for s in map(stages.get, stages.names()) if s.conf_dir]
     search = [f"hydra.searchpath=[{','.join(extra)}]"] if extra else []
-    return [*(f"+stage@{n}={n}" for n in stages.names()), f"+conf={preset}", *search, *rest]
+    return [*(f"+stage@{n}={n}" for n in stages.names()), f"+presets={preset}", *search, *rest]
 
 
 def _register_resolvers() -> None:
@@ -130,7 +131,7 @@ def _hydra_hint(e: Exception) -> str | None:
     if "not in struct" in text or "Could not override" in text or "Key '" in text:
         return "`r1pipe config` shows every key; prefix a new key with + (e.g. +cold_sft.trainer.warmup_ratio=0.1)"
     if "Could not find" in text:
-        return f"presets live in {conf_dir() / 'conf'}"
+        return f"presets live in {conf_dir() / 'presets'}"
     return None
 
 

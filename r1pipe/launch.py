@@ -113,14 +113,14 @@ def shards_weights(launcher: dict[str, Any]) -> str | None:
 
 
 def check_installed(launcher: dict[str, Any]) -> None:
-    lacking = [p for p in missing(requirements(launcher)) if not needs.defer(
+    lacking = [p for p in not_installed(requirements(launcher)) if not needs.defer(
         f"{p} (pip install 'r1pipe[{p}]')", "launcher.config.distributed_type")]
     if lacking:
         raise R1Error(f"launcher needs {', '.join(lacking)}, which is not installed",
                       hint="pip install 'r1pipe[deepspeed]' on the GPU machines, or use launcher=torchrun")
 
 
-def missing(packages: list[str]) -> list[str]:
+def not_installed(packages: list[str]) -> list[str]:
     import importlib.util
 
     return [p for p in packages if importlib.util.find_spec(p) is None]

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from r1pipe.errors import R1Error
 
@@ -281,10 +281,15 @@ class NewerSchema(R1Error):
     """A manifest written by a newer r1pipe: not damaged, so never rebuilt (not even with --force)."""
 
 
+# complete: manifest and outputs match; partial: an interrupted attempt can resume; stale: its inputs changed;
+# corrupt: a finished file changed; missing: nothing (usable) on disk
+State = Literal["complete", "partial", "stale", "corrupt", "missing"]
+
+
 @dataclass
 class StageState:
     stage: str
-    state: str  # complete | stale | partial | corrupt | missing
+    state: State
     reason: str
     expected: str | None  # fingerprint it should have now (None while a parent is not complete)
     manifest: dict[str, Any] | None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from r1pipe import config as config_mod
 from r1pipe import manifest as mf
@@ -46,10 +47,15 @@ def has_progress(stage_dir: Path, name: str) -> bool:
     return any(any(stage_dir.glob(pattern)) for pattern in stages.get(name).progress)
 
 
+# what run-all does with a stage: skip it (complete), run it (nothing yet), resume an interrupted attempt,
+# rerun it (stale, or a parent will run), or only evaluate it (complete, but its evaluation did not finish)
+Action = Literal["skip", "run", "resume", "rerun", "evaluate"]
+
+
 @dataclass
 class Step:
     stage: str
-    action: str  # skip | run | resume | rerun | evaluate
+    action: Action
     reason: str
 
 

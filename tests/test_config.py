@@ -13,7 +13,7 @@ def test_presets_resolve_and_set_run_dir():
 
 
 def test_every_preset_file_starts_with_its_command():
-    for f in sorted((config.conf_dir() / "conf").glob("*.yaml")):
+    for f in sorted((config.conf_dir() / "presets").glob("*.yaml")):
         lines = [l for l in f.read_text().splitlines() if l.startswith("#") and "@package" not in l]
         assert lines and f"conf={f.stem}" in lines[0], f"{f} must start with the command that uses it"
 
@@ -30,7 +30,7 @@ def test_overrides_reach_the_stage():
         ("cold_sft.trainer.learnin_rate=1", r"Could not override 'cold_sft.trainer.learnin_rate'.*did you mean cold_sft.trainer.learning_rate\?"),
         ("cold_sfft.trainer.max_steps=3", r"did you mean cold_sft.trainer.max_steps\?"),
         ("eval.max_new_token=3", r"did you mean eval.max_new_tokens\?"),
-        ("conf=nope", "Could not find 'conf/nope'"),
+        ("conf=nope", "Could not find 'presets/nope'"),
         ("nokey", "not KEY=VALUE"),
     ],
 )

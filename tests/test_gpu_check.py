@@ -64,4 +64,4 @@ def test_gpu_check_sizes_name_every_setting(device):
 
     sizes = gpu_check.SIZES[device]
     assert set(sizes) == set(gpu_check.SIZES["cuda"])
-    assert sizes["chain_conf"] in {p.stem for p in (ROOT / "conf" / "conf").glob("*.yaml")}
+    assert sizes["chain_conf"] in {p.stem for p in (ROOT / "conf" / "presets").glob("*.yaml")}

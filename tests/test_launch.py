@@ -97,7 +97,7 @@ def test_grpo_batch_arithmetic_counts_the_processes(tmp_path):
 
 
 def test_a_missing_deepspeed_is_one_clear_line_before_anything_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(launch, "missing", lambda pkgs: list(pkgs))  # as on a machine without it
+    monkeypatch.setattr(launch, "not_installed", lambda pkgs: list(pkgs))  # as on a machine without it
     ov = overrides_for(tmp_path, "launcher=deepspeed_zero2", "launcher.nproc=2")
     with pytest.raises(R1Error, match=r"launcher needs deepspeed, which is not installed.*r1pipe\[deepspeed\]"):
         runner.run_all(config.load(ov), ov)

@@ -122,7 +122,7 @@ def test_tokenizer_auto_map_custom_code_is_not_run_without_trust_remote_code(tmp
 def test_trust_remote_code_is_off_in_every_preset():
     from r1pipe import config
 
-    for preset in sorted(p.stem for p in (config.conf_dir() / "conf").glob("*.yaml")):
+    for preset in sorted(p.stem for p in (config.conf_dir() / "presets").glob("*.yaml")):
         cfg = config.load([f"conf={preset}"])
         assert cfg.trust_remote_code is False, preset
         assert cfg.base.trust_remote_code is False, preset
