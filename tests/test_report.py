@@ -47,13 +47,13 @@ def test_report_has_every_stage_its_accuracy_and_the_plots(run_copy):
 
 
 def test_grpo_curves_say_what_was_not_logged(tmp_path):
-    from r1pipe import report
+    from r1pipe import plots, report
 
     log = [{"step": i, "reward": 0.5 * i, "rewards/accuracy/mean": 0.25 * i, "completions/mean_length": 10.0 + i}
            for i in (1, 2, 3)]  # no format reward, no KL (beta = 0), no other reward function
     rows = [report.StageRow("reasoning_rl", "complete", "", ["cold_sft"], metrics_log=log),
             report.StageRow("cold_sft", "complete", "", ["base"], metrics_log=[{"step": 1, "loss": 2.0}])]
-    [(name, title, caption)] = report.plot_grpo(rows, tmp_path)
+    [(name, title, caption)] = plots.plot_grpo(rows, tmp_path)
     assert name == "grpo_reasoning_rl.png" and (tmp_path / name).read_bytes().startswith(PNG)
     assert "accuracy reward: `rewards/accuracy/mean`" in caption and "`completions/mean_length`" in caption
     assert "format reward (strict-format rate): not logged" in caption and "KL to the reference: not logged" in caption
@@ -124,7 +124,7 @@ def test_every_training_stage_records_its_compute(smoke_run):
 
 def test_report_shows_compute_and_marks_comparisons_of_unequal_compute(tmp_path):
     """A stage's FLOPs add to those of the model it started from; a paired Δ across a 2x gap says so."""
-    from r1pipe import report
+    from r1pipe import plots, report
 
     def row(name, parents, flops, init=None, vs=()):
         ev = {f"vs_{p}": {"greedy_accuracy_diff": 0.05, "greedy_accuracy_diff_se": 0.01} for p in vs}
@@ -148,4 +148,4 @@ def test_report_shows_compute_and_marks_comparisons_of_unequal_compute(tmp_path)
     assert "⚠" not in cells["alignment_rl"]["Δ greedy vs parent"]  # 1.7e12 against 1.5e12
     assert "⚠" not in cells["cold_sft"]["Δ greedy vs parent"]  # base: no training of r1pipe's to compare with
     assert cells["cold_sft"]["compute"] == "10 steps, 1k tok, 1TFLOP" and cells["base"]["compute"] == ""
-    assert report.plot_accuracy(rows, tmp_path / "acc.png")
+    assert plots.plot_accuracy(rows, tmp_path / "acc.png")
