@@ -149,8 +149,10 @@ def stage_config(cfg, name: str) -> dict[str, Any]:
     if name not in cfg:
         raise R1Error(f"no config for stage {name!r}", hint="a stage's defaults live in conf/stage/<name>.yaml")
     out = to_plain(cfg[name])
-    if stages.get(name).reads_task_data(out) and cfg.get("decontaminate") is not None:
-        out["decontaminate"] = to_plain(cfg.decontaminate)
+    if stages.get(name).reads_task_data(out):
+        # decontaminate=null checks nothing, said as such (ctx.load_rows refuses a stage without the key)
+        spec = cfg.get("decontaminate")
+        out["decontaminate"] = to_plain(spec) if spec is not None else {"enabled": False}
     return out
 
 

@@ -29,11 +29,15 @@ def test_every_registered_stage_keeps_the_protocol():
             assert isinstance(stages.at(stage_cfg, source.key), dict), (name, source.key)
         # the decontamination settings go exactly to the stages that declare task data
         assert ("decontaminate" in stage_cfg) == stage.reads_task_data(stage_cfg)
+    # decontaminate=null: a stage with task data is told it checks nothing, rather than refused its data
+    off = config.load(["conf=tiny", "decontaminate=null"])
+    assert config.stage_config(off, "cold_sft")["decontaminate"] == {"enabled": False}
+    assert "decontaminate" not in config.stage_config(off, "base")
     assert [n for n in stages.names() if stages.get(n).grpo] == ["reasoning_rl", "alignment_rl"]
     assert not stages.get("reward_model").evaluates
 
 
-def test_a_module_that_breaks_the_protocol_is_refused():
+def test_a_module_that_breaks_the_protocol_is_refused(monkeypatch):
     bad = types.ModuleType("bad_stage")
     bad.NAME, bad.VERSION, bad.OUTPUTS = "bad", 1, ("model",)
     bad.run = lambda ctx: {}
@@ -47,6 +51,10 @@ def test_a_module_that_breaks_the_protocol_is_refused():
         clash.NAME, clash.VERSION, clash.OUTPUTS, clash.PARENTS, clash.run = "cold_sft", 1, (), (), bad.run
         stages.register(clash)
     assert "bad" not in stages.names() and stages.module("cold_sft").__name__ == "r1pipe.stages.cold_sft"
+    monkeypatch.setattr(stages, "_REGISTRY", {})  # a fresh process: r1pipe's own stages not loaded yet
+    with pytest.raises(R1Error, match="already registered"):
+        stages.register(clash)  # still refused: it cannot take a built-in's place before they load
+    assert stages.module("cold_sft").__name__ == "r1pipe.stages.cold_sft"
 
 
 def _probe_module(conf_dir: Path) -> types.ModuleType:

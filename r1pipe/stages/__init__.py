@@ -157,9 +157,12 @@ _REGISTRY: dict[str, Stage] = {}
 
 
 def _registry() -> dict[str, Stage]:
+    """The registry, r1pipe's own stages loaded first (all or none: a failed import leaves it empty)."""
     if not _REGISTRY:
-        for name in BUILTIN:
-            register(importlib.import_module(f"r1pipe.stages.{name}"))
+        builtin = [Stage(importlib.import_module(f"r1pipe.stages.{name}")) for name in BUILTIN]
+        for stage in builtin:
+            stage.check()
+        _REGISTRY.update((s.name, s) for s in builtin)
     return _REGISTRY
 
 
@@ -167,7 +170,7 @@ def register(mod: ModuleType) -> Stage:
     """Add a stage (after every stage registered before it: its parents must come first)."""
     stage = Stage(mod)
     stage.check()
-    known = _registry() if mod.NAME not in BUILTIN else _REGISTRY
+    known = _registry()
     if stage.name in known and known[stage.name].module is not mod:
         raise R1Error(f"a stage named {stage.name} is already registered", hint="give the new stage another NAME")
     known[stage.name] = stage
