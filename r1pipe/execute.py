@@ -80,7 +80,7 @@ def _attempt(
     parent_names = list(parent_manifests)
     stage_dir.mkdir(parents=True, exist_ok=True)  # empty unless resuming: execute() set the old one aside
     mf.write_json_atomic(stage_dir / mf.IN_PROGRESS, {"fingerprint": s.expected})
-    _write_yaml(stage_dir / "config.yaml", stage_cfg)
+    mf.write_yaml_atomic(stage_dir / "config.yaml", stage_cfg)
 
     ctx = StageContext(
         name=name,
@@ -221,14 +221,6 @@ def write_cards(root: Path, stage_dir: Path, manifest: dict[str, Any]) -> None:
         log.error("%s: could not write the model card (%s)", manifest["stage"], e)
         if log.isEnabledFor(logging.DEBUG):
             raise
-
-
-def _write_yaml(path: Path, data: dict[str, Any]) -> None:
-    from omegaconf import OmegaConf
-
-    mf.write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(data)))
-
-
 
 
 def _now() -> str:

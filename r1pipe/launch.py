@@ -32,7 +32,7 @@ from typing import Any
 from r1pipe import config as config_mod
 from r1pipe import needs, stages, state
 from r1pipe.errors import R1Error, one_line
-from r1pipe.manifest import read_json_dict, write_json_atomic
+from r1pipe.manifest import read_json_dict, write_json_atomic, write_yaml_atomic
 
 log = logging.getLogger("r1pipe")
 
@@ -196,7 +196,7 @@ def run(ctx, launcher: dict[str, Any], lock_fd: int | None = None) -> dict[str, 
     write_json_atomic(launch_dir / CTX, {**ctx.to_json(), "module": stages.module(ctx.name).__name__,
                                           "world_size": world, "launcher": launcher["name"]})
     if launcher["name"] == "accelerate":
-        _write_yaml(launch_dir / "accelerate.yaml", accelerate_config(launcher))
+        write_yaml_atomic(launch_dir / "accelerate.yaml", accelerate_config(launcher))
     argv = command(launcher, ctx.name, launch_dir)
     log.info("%s: launching %d processes with %s", ctx.name, world, launcher["name"])
     log.debug("%s", " ".join(argv))
@@ -261,12 +261,6 @@ def _die_with_parent() -> None:
         pass
 
 
-def _write_yaml(path: Path, data: dict[str, Any]) -> None:
-    from omegaconf import OmegaConf
-
-    path.write_text(OmegaConf.to_yaml(OmegaConf.create(data)))
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Followers: nodes other than 0 start their workers for the stage node 0 is running, and keep no books.
 
@@ -282,7 +276,7 @@ def follow(cfg, stage: str, launcher: dict[str, Any]) -> None:
     if launcher["name"] == "accelerate":
         # node 0 writes it too, before its own launcher starts: the rendezvous cannot complete before that
         launch_dir.mkdir(parents=True, exist_ok=True)
-        _write_yaml(launch_dir / f"accelerate-node{launcher['node_rank']}.yaml", accelerate_config(launcher))
+        write_yaml_atomic(launch_dir / f"accelerate-node{launcher['node_rank']}.yaml", accelerate_config(launcher))
     argv = command(launcher, stage, launch_dir)
     if launcher["name"] == "accelerate":
         argv[argv.index("--config_file") + 1] = str(launch_dir / f"accelerate-node{launcher['node_rank']}.yaml")

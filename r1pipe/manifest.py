@@ -232,6 +232,12 @@ def write_jsonl_atomic(path: Path, rows: list[Any]) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def write_yaml_atomic(path: Path, data: dict[str, Any]) -> None:
+    from omegaconf import OmegaConf
+
+    write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(data)))
+
+
 def read_jsonl(path: Path) -> list[Any]:
     """JSON lines ([] when the file is missing), skipping a line that does not parse: a torn last line of a
     log a killed process was appending to (files written whole, with write_jsonl_atomic, have none)."""
