@@ -3,8 +3,10 @@
     r1pipe run-all conf=tiny                    # every stage, skipping what is complete
     r1pipe run --stage cold_sft conf=tiny       # one stage (its parents must be complete)
     r1pipe status conf=tiny                     # what is complete, stale, partial or missing
+    r1pipe run-all -m conf=tiny seed=1,2,3      # a sweep: one run per value (docs/sweeps.md)
+    r1pipe compare runs/tiny-sweep              # what differed between runs, and what it did
 
-`--help`, `status`, `show`, `config`, `stages`, `slurm` and `seeds --summary-only` never import torch,
+`--help`, `status`, `show`, `config`, `stages`, `slurm`, `compare` and `seeds --summary-only` never import torch,
 transformers or trl: they read YAML and JSON only. Errors print on one line and exit 1; `--debug` anywhere on
 the line shows the traceback instead.
 """
@@ -13,19 +15,24 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from r1pipe import attemptlog, graph, launch, preflight, runner, stages, state, sweep_report
+from r1pipe import compare as compare_mod
 from r1pipe import config as config_mod
 from r1pipe import fetch as fetch_mod
-from r1pipe import graph, launch, preflight, runner, stages, state
 from r1pipe import manifest as mf
 from r1pipe import report as report_mod
 from r1pipe import slurm as slurm_mod
+from r1pipe import store as store_mod
+from r1pipe import sweep as sweep_mod
 from r1pipe.errors import R1Error
 from r1pipe.execute import record_eval
 from r1pipe.lock import RunLock
@@ -39,7 +46,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err = Console(stderr=True)
+# A stage's output is teed into its log through a pipe (r1pipe/attemptlog.py): decided here, while stderr is
+# still the terminal, so that the log lines keep their colours and width on screen meanwhile.
+_TTY = sys.stderr.isatty()
+err = Console(stderr=True, force_terminal=_TTY or None, width=shutil.get_terminal_size().columns if _TTY else None)
 DEBUG = False
 
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Hydra overrides, e.g. conf=tiny run.dir=runs/x")]
@@ -72,9 +82,13 @@ def run_all(
     stop: Annotated[Optional[str], typer.Option("--to", help="last stage")] = None,
     force: Annotated[bool, typer.Option("--force", help="rerun every selected stage")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would run and why; load no model")] = False,
+    multirun: Annotated[bool, typer.Option("--multirun", "-m", help="a sweep: one run per combination of "
+                                           "a=1,2 / range() / choice() values (docs/sweeps.md)")] = False,
 ):
     """Run every stage in order (or --from/--to), skipping complete ones and resuming partial ones."""
 
+    if multirun:
+        return _multirun(list(overrides or []), start, stop, force, dry_run)
     cfg, overrides = _setup(overrides)
     if dry_run:
 
@@ -108,6 +122,24 @@ def run_all(
     _print_status(cfg)
 
 
+def _multirun(overrides: list[str], start, stop, force: bool, dry_run: bool) -> None:
+    """`run-all -m`: each member of the sweep in turn (r1pipe/sweep.py); with --dry-run, each one's plan."""
+    sweep = sweep_mod.plan(overrides)
+    if dry_run:
+        for m in sweep.members:
+            console.print(f"member {m.dir}: r1pipe run-all {' '.join(m.overrides)}", markup=False, highlight=False,
+                          soft_wrap=True)
+            run_all(m.overrides, start=start, stop=stop, force=force, dry_run=True)
+        return
+    failed = sweep_mod.run(sweep, start=start, stop=stop, force=force)
+    console.print(f"sweep {sweep.dir}: {len(sweep.members) - len(failed)} of {len(sweep.members)} members complete; "
+                  f"compare them: r1pipe compare {sweep.dir}", markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        names = ", ".join(f"{m.dir} ({' '.join(m.swept)})" if m.swept else m.dir for m in failed)
+        raise R1Error(f"sweep members failed: {names}",
+                      hint="their errors are above; rerun the same command to resume them (finished members skip)")
+
+
 @app.command()
 def status(overrides: Overrides = None):
     """Table of stages: state, short fingerprint, key metric, duration. Reads manifests only."""
@@ -125,6 +157,9 @@ def _print_status(cfg, only: list[str] | None = None) -> None:
         fp = (m.get("fingerprint") or s.expected or "")[:8]
         dur = f"{m['duration_s']:.0f}s" if "duration_s" in m else ""
         note = "" if s.state == "complete" else s.reason
+        failure = None if s.state == "complete" else attemptlog.last_failure(s.dir)
+        if failure:  # why the last attempt stopped, and where its whole output is
+            note = f"last attempt failed: {failure.get('error')} (log: {failure.get('log')})"
         rows.append((name, f"[{colors[s.state]}]{s.state}[/]", fp, key_metric(m), dur, note))
     cols = ["stage", "state", "fingerprint", "key metric", "time", "note"]
     if not any(r[-1] for r in rows):  # all complete: no notes, more room for metrics
@@ -135,6 +170,49 @@ def _print_status(cfg, only: list[str] | None = None) -> None:
     for r in rows:
         table.add_row(*r)
     console.print(table)
+    if not only:
+        root = store_mod.root(cfg)
+        found = store_mod.entries(root)
+        free = [e for e in found if not e.used_by]
+        console.print(f"store {root}: {len(found)} entries, {_mb(sum(e.size for e in found))}; not used by any run: "
+                      f"{len(free)}, {_mb(sum(e.size for e in free))} (r1pipe gc --dry-run lists them)",
+                      markup=False, highlight=False)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+@app.command()
+def gc(
+    overrides: Overrides = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be deleted; delete nothing")] = False,
+    keep_last: Annotated[int, typer.Option("--keep-last", help="keep each stage's N newest unused entries")] = 0,
+):
+    """Delete the store entries no run directory uses (what changing a key left behind): their sizes first."""
+    cfg, _ = _setup(overrides)
+    root = store_mod.root(cfg)
+    if keep_last < 0:
+        raise R1Error(f"--keep-last {keep_last} is negative", hint="give a count of entries, e.g. --keep-last 2")
+    found = store_mod.entries(root)
+    doomed = store_mod.unused(found, keep_last)
+    table = Table(title=f"store {root}")
+    for col in ("stage", "entry", "state", "size", "when", "used by / action"):
+        table.add_column(col, overflow="fold")
+    for e in found:
+        what = ", ".join(e.used_by) if e.used_by else "delete" if e in doomed else f"keep (--keep-last {keep_last})"
+        table.add_row(e.stage, e.fingerprint[:16], e.state, _mb(e.size), e.age, what)
+    console.print(table)
+    freed = busy = 0
+    for e in [] if dry_run else doomed:
+        if store_mod.delete(e):
+            freed += e.size
+        else:
+            busy += 1
+    verb = "would free" if dry_run else "freed"
+    total = sum(e.size for e in doomed) if dry_run else freed
+    note = f"; {busy} in use by a running stage, kept" if busy else ""
+    console.print(f"{verb} {_mb(total)} in {len(doomed) - busy} entries{note}", markup=False, highlight=False)
 
 
 @app.command()
@@ -196,7 +274,9 @@ def evaluate(stage: Annotated[str, typer.Option("--stage", "-s")], overrides: Ov
         s = state.states(cfg, full=True)[stage]
         if not s.complete or "model" not in s.manifest.get("outputs", {}):
             raise R1Error(f"{stage} is {s.state} ({s.reason})", hint=f"run it first: r1pipe run --stage {stage}")
-        metrics = record_eval(cfg, stage, s.manifest)["eval"]
+        with store_mod.lock(store_mod.root(cfg), stage, s.expected):  # one writer of the entry's eval files
+            store_mod.use(root, stage, s.dir, store_mod.root(cfg))
+            metrics = record_eval(cfg, stage, s.manifest)["eval"]
     console.print_json(json.dumps({k: v for k, v in metrics.items() if k not in ("settings", "generation")}))
 
 
@@ -207,13 +287,30 @@ def fetch(name: Annotated[str, typer.Argument(help="the model: smollm2 (SmolLM2-
 
 
 @app.command()
-def report(overrides: Overrides = None):
+def report(
+    overrides: Overrides = None,
+    sweep: Annotated[Optional[Path], typer.Option("--sweep", help="a sweep directory (run-all -m): accuracy by "
+                                                  "stage, a line per member, in <sweep>/report/")] = None,
+):
     """Write the run's report: stage table, evaluation, lineage graph and training curves (HTML + markdown + PNG)."""
+    if sweep is not None:
+        path = sweep_report.build(sweep)
+        console.print(f"sweep report: {path}  (plot: {path.with_name('accuracy.png')})", markup=False, highlight=False)
+        return
     cfg, _ = _setup(overrides)
     if not config_mod.run_dir(cfg).is_dir():
         raise R1Error(f"no run in {config_mod.run_dir(cfg)}", hint="run it first: r1pipe run-all " + f"conf={cfg.preset}")
     path = report_mod.build(cfg)
     console.print(f"report: {path}  (markdown: {path.with_name('report.md')})", markup=False, highlight=False)
+
+
+@app.command()
+def compare(runs: Annotated[list[Path], typer.Argument(help="run directories (the first is the reference), or "
+                                                          "one sweep directory")]):
+    """Compare runs: the config keys that differ, shared stages, training time, paired accuracy differences.
+
+    Each evaluated stage's accuracy is set against the first run's on the same problems. Reads files only."""
+    compare_mod.render(compare_mod.compare(runs), console)
 
 
 @app.command()

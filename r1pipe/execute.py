@@ -18,56 +18,86 @@ import time
 from pathlib import Path
 from typing import Any
 
+from r1pipe import attemptlog, evaluation, launch, modelcard, stages, store
 from r1pipe import config as config_mod
-from r1pipe import evaluation, launch, modelcard, stages
 from r1pipe import manifest as mf
 from r1pipe.context import StageContext
 from r1pipe.errors import R1Error, one_line
-from r1pipe.lock import held_fd
+from r1pipe.lock import held_fds
 from r1pipe.resources import PeakRSS, disk_full, gpu_peak_mb
 from r1pipe.state import has_progress
 
 log = logging.getLogger("r1pipe")
 
-REPLACED = ".replaced"  # <run.dir>/.replaced/<stage>: a rerun's previous outputs, until the rerun succeeds
+REPLACED = ".replaced"  # <store>/<stage>/.replaced/<fingerprint>: a --force rerun's previous outputs, until it succeeds
 
 
 def execute(
     cfg, name: str, s: mf.StageState, parent_manifests: dict[str, dict[str, Any]], resume: bool
 ) -> dict[str, Any]:
-    """Run the stage, then evaluate it. Whatever the stage raises becomes one line that names it (the cause
-    stays chained for --debug). Nothing here touches another stage's directory, so finished stages survive
-    any failure; and a rerun that fails puts this stage's previous outputs back exactly as they were when
-    they are still valid (a --force rerun), or when the attempt left nothing to resume."""
-    stage_dir = config_mod.run_dir(cfg) / name
-    previous = None if resume else _set_aside(stage_dir)
-    try:
-        manifest = _attempt(cfg, name, s, parent_manifests, resume)
-    except BaseException as e:
-        if previous is not None and previous.exists() and (
-            not has_progress(stage_dir, name) or _fingerprint_of(previous) == s.expected
-        ):
-            shutil.rmtree(stage_dir, ignore_errors=True)
-            previous.rename(stage_dir)
-            log.info("%s: the previous outputs are back in place", name)
-        if isinstance(e, R1Error):
-            if not e.message.startswith(name):
-                e.message = f"{name}: {e.message}"
-            raise
-        if not isinstance(e, Exception):
-            raise  # Ctrl-C, exit: not an error of the stage
-        if disk_full(e, stage_dir.parent):
-            raise R1Error(
-                f"{name}: no space left on the device holding {stage_dir} ({one_line(e)})",
-                hint="free some space (or set run.dir to a bigger disk) and run again without --force: "
-                "finished stages are kept and an interrupted one resumes from its last checkpoint",
-            ) from e
-        raise R1Error(f"{name} failed: {type(e).__name__}: {one_line(e)}",
-                      hint="finished stages are unchanged; --debug shows the traceback") from e
-    shutil.rmtree(stage_dir.parent / REPLACED / name, ignore_errors=True)  # also after a resumed attempt
-    # Evaluation comes after the manifest: a failed or interrupted evaluation never costs a finished stage
-    # (the next run-all, or `r1pipe eval --stage NAME`, finishes it from its cached shards).
-    return evaluate_after(cfg, name, manifest)
+    """Run the stage in its store entry (`s.dir`, which <run.dir>/<name> now links to), then evaluate it.
+    Whatever the stage raises becomes one line that names it (the cause stays chained for --debug). Nothing
+    here touches another entry, so finished work survives any failure; and a --force rerun that fails puts the
+    entry's previous outputs back exactly as they were when the attempt left nothing to resume.
+    The caller holds the run directory's lock and the entry's."""
+    root, entry = config_mod.run_dir(cfg), s.dir
+    previous = None if resume else _set_aside(entry)
+    linked_before = store.current(root, name)
+    entry.mkdir(parents=True, exist_ok=True)
+    store.link(root, name, entry)  # <run.dir>/<name> shows the attempt as it runs (its log, its checkpoints)
+    log_path = attemptlog.next_path(entry)
+    with attemptlog.Tee(log_path):
+        try:
+            manifest = _attempt(cfg, name, s, parent_manifests, resume)
+        except BaseException as e:
+            err = _as_one_line(name, e, entry)
+            if isinstance(e, Exception):
+                attemptlog.record_failure(entry, err.message if isinstance(err, R1Error) else str(err), log_path)
+            _roll_back(cfg, name, s, previous, linked_before, failed=isinstance(e, Exception))
+            if err is e:
+                raise
+            raise err from e
+        shutil.rmtree(entry.parent / REPLACED / entry.name, ignore_errors=True)  # also after a resumed attempt
+        (entry / attemptlog.LAST_ERROR).unlink(missing_ok=True)
+        # Evaluation comes after the manifest: a failed or interrupted evaluation never costs a finished stage
+        # (the next run-all, or `r1pipe eval --stage NAME`, finishes it from its cached shards).
+        return evaluate_after(cfg, name, manifest)
+
+
+def _roll_back(cfg, name: str, s: mf.StageState, previous: Path | None, linked_before: Path | None,
+               failed: bool) -> None:
+    """After an attempt that did not finish: a --force rerun's previous outputs go back into the entry when
+    the attempt left nothing to resume; and a failed attempt under a new config gives the run back its link to
+    the finished entry it used (the failed one stays in the store; the same config again resumes it). A kill or
+    Ctrl-C leaves the link on the attempt, which the next run resumes."""
+    root, entry = config_mod.run_dir(cfg), s.dir
+    if previous is not None and previous.exists() and (
+        not has_progress(entry, name) or _fingerprint_of(previous) == s.expected
+    ):
+        shutil.rmtree(entry, ignore_errors=True)
+        previous.rename(entry)
+        log.info("%s: the previous outputs are back in place", name)
+    elif failed and linked_before and linked_before != entry and linked_before.is_dir():
+        store.link(root, name, linked_before)
+
+
+def _as_one_line(name: str, e: BaseException, entry: Path) -> BaseException:
+    """What reaches the user: one line naming the stage (a full disk says so, whatever the library called it);
+    Ctrl-C and exits pass through unchanged."""
+    if isinstance(e, R1Error):
+        if not e.message.startswith(name):
+            e.message = f"{name}: {e.message}"
+        return e
+    if not isinstance(e, Exception):
+        return e
+    if disk_full(e, entry.parent):
+        return R1Error(
+            f"{name}: no space left on the device holding {entry} ({one_line(e)})",
+            hint="free some space (r1pipe gc deletes what no run uses, or set store.dir to a bigger disk) and run "
+            "again without --force: finished stages are kept and an interrupted one resumes from its last checkpoint",
+        )
+    return R1Error(f"{name} failed: {type(e).__name__}: {one_line(e)}",
+                   hint="finished stages are unchanged; --debug shows the traceback")
 
 
 def _attempt(
@@ -78,7 +108,6 @@ def _attempt(
     stage = stages.get(name)
     stage_cfg = config_mod.stage_config(cfg, name)
     parent_names = list(parent_manifests)
-    stage_dir.mkdir(parents=True, exist_ok=True)  # empty unless resuming: execute() set the old one aside
     mf.write_json_atomic(stage_dir / mf.IN_PROGRESS, {"fingerprint": s.expected})
     mf.write_yaml_atomic(stage_dir / "config.yaml", stage_cfg)
 
@@ -102,7 +131,7 @@ def _attempt(
         if launch.distributes(launcher, stage):  # the stage's work runs under torchrun/accelerate; the books stay here
             if hasattr(stage.module, "prepare"):  # its one-process part (generation), before the ranks start
                 stage.module.prepare(ctx)
-            metrics = launch.run(ctx, launcher, lock_fd=held_fd(root))
+            metrics = launch.run(ctx, launcher, lock_fds=held_fds())
         else:
             metrics = stage.module.run(ctx) or {}
     finally:
@@ -142,6 +171,7 @@ def _attempt(
         "env": mf.environment(),
         "seed": ctx.seed,
         "resumed": resume,
+        "invocation": invocation(),
         "started_at": started,
         "finished_at": _now(),
         "duration_s": round(time.time() - t0, 2),
@@ -160,19 +190,19 @@ def _fingerprint_of(stage_dir: Path) -> str | None:
         return None
 
 
-def _set_aside(stage_dir: Path) -> Path | None:
-    """Move a stage's old directory out of the way for a fresh attempt (one rename: a kill leaves it either
-    in place or set aside, never half-deleted). A directory with a manifest replaces what was set aside
-    before; one without (an abandoned attempt, of another config) is simply deleted."""
-    aside = stage_dir.parent / REPLACED / stage_dir.name
-    if stage_dir.exists():
-        if (stage_dir / mf.MANIFEST).exists():
+def _set_aside(entry: Path) -> Path | None:
+    """Move an entry out of the way for a fresh attempt (one rename: a kill leaves it either in place or set
+    aside, never half-deleted). A complete entry (a --force rerun) replaces what was set aside before; one
+    without a manifest (an attempt that left nothing to resume) is simply deleted."""
+    aside = entry.parent / REPLACED / entry.name
+    if entry.exists():
+        if (entry / mf.MANIFEST).exists():
             shutil.rmtree(aside, ignore_errors=True)
             aside.parent.mkdir(parents=True, exist_ok=True)
-            stage_dir.rename(aside)
+            entry.rename(aside)
         else:
-            (stage_dir / mf.IN_PROGRESS).unlink(missing_ok=True)  # first: a kill mid-delete resumes nothing
-            shutil.rmtree(stage_dir)
+            (entry / mf.IN_PROGRESS).unlink(missing_ok=True)  # first: a kill mid-delete resumes nothing
+            shutil.rmtree(entry)
     return aside if aside.exists() else None
 
 
@@ -221,6 +251,21 @@ def write_cards(root: Path, stage_dir: Path, manifest: dict[str, Any]) -> None:
         log.error("%s: could not write the model card (%s)", manifest["stage"], e)
         if log.isEnabledFor(logging.DEBUG):
             raise
+
+
+def invocation() -> dict[str, Any]:
+    """Who ran the attempt, where and how: what a stage's history needs beside its config."""
+    import getpass
+    import os
+    import socket
+    import sys
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry
+        user = None
+    return {"argv": ["r1pipe", *sys.argv[1:]], "user": user, "host": socket.gethostname(), "cwd": os.getcwd(),
+            "pid": os.getpid()}
 
 
 def _now() -> str:

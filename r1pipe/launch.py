@@ -187,7 +187,7 @@ def environment(launcher: dict[str, Any], launch_dir: Path) -> dict[str, str]:
 # The bookkeeper's side: write the context, start the launcher, collect what the ranks left.
 
 
-def run(ctx, launcher: dict[str, Any], lock_fd: int | None = None) -> dict[str, Any]:
+def run(ctx, launcher: dict[str, Any], lock_fds: tuple[int, ...] = ()) -> dict[str, Any]:
     """Run `ctx`'s stage under `launcher`; returns rank 0's metrics and fills ctx.outputs/decontamination/launch."""
     launch_dir = ctx.dir / LAUNCH_DIR  # (checks.validate checked the launcher and its packages)
     shutil.rmtree(launch_dir, ignore_errors=True)  # what an earlier attempt's ranks left must not be read
@@ -200,7 +200,7 @@ def run(ctx, launcher: dict[str, Any], lock_fd: int | None = None) -> dict[str, 
     argv = command(launcher, ctx.name, launch_dir)
     log.info("%s: launching %d processes with %s", ctx.name, world, launcher["name"])
     log.debug("%s", " ".join(argv))
-    rc = _wait(argv, environment(launcher, launch_dir), lock_fd)
+    rc = _wait(argv, environment(launcher, launch_dir), lock_fds)
     kind = _accelerate_settings(launcher).get("distributed_type")
     expect = kind if kind in ("FSDP", "DEEPSPEED") else None
     return collect(ctx, launch_dir, world, rc, launcher["name"], expect)
@@ -236,10 +236,11 @@ def collect(ctx, launch_dir: Path, world: int, rc: int, name: str, expect: str |
     return metrics
 
 
-def _wait(argv: list[str], env: dict[str, str], lock_fd: int | None) -> int:
-    """Start the launcher and wait. It dies with this process (PR_SET_PDEATHSIG), and holds the run's lock
-    while it lives, so a killed bookkeeper never leaves workers writing where another r1pipe has started."""
-    proc = subprocess.Popen(argv, env=env, pass_fds=(lock_fd,) if lock_fd is not None else (),
+def _wait(argv: list[str], env: dict[str, str], lock_fds: tuple[int, ...]) -> int:
+    """Start the launcher and wait. It dies with this process (PR_SET_PDEATHSIG), and holds the run's and the
+    store entry's locks while it lives, so a killed bookkeeper never leaves workers writing where another r1pipe
+    has started."""
+    proc = subprocess.Popen(argv, env=env, pass_fds=lock_fds,
                             preexec_fn=_die_with_parent)
     try:
         return proc.wait()

@@ -1,4 +1,5 @@
-"""One writer per run directory: an exclusive flock on `<run.dir>/.lock`, which holds the owner's PID.
+"""One writer per run directory, and one per store entry: an exclusive flock on `<run.dir>/.lock` (or on
+`<store>/<stage>/.locks/<fingerprint>`), which holds the owner's PID.
 
 The kernel drops a flock when its process dies, however it dies, so the lock of a killed run is free at once
 (it is "taken over" simply by locking it again); no PID-liveness guessing, no race between two takers.
@@ -7,20 +8,26 @@ The kernel drops a flock when its process dies, however it dies, so the lock of 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 from pathlib import Path
 
 from r1pipe.errors import R1Error
 
+log = logging.getLogger("r1pipe")
 LOCK = ".lock"
 DYING_HOLDER_WAIT = 30.0  # seconds a rerun waits for the children of a killed r1pipe to let the lock go
 _held: dict[Path, tuple[int, int]] = {}  # path -> (fd, depth): re-entrant, run-all holds it across stages
 
 
 class RunLock:
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir).resolve() / LOCK
+    """Re-entrant. `wait`: block until the holder lets go (a store entry another run is training: that run's
+    result is this run's too) instead of refusing; the wait is logged once, naming the holder."""
+
+    def __init__(self, run_dir: Path, path: Path | None = None, wait: bool = False, what: str = ""):
+        self.path = Path(path).resolve() if path else Path(run_dir).resolve() / LOCK
+        self.wait, self.what = wait, what
 
     def __enter__(self) -> "RunLock":
         if self.path in _held:
@@ -42,6 +49,10 @@ class RunLock:
                 if not _alive(holder) and time.monotonic() < deadline:
                     time.sleep(0.1)
                     continue
+                if self.wait and _alive(holder):
+                    log.info("%s: waiting for process %s, which is writing it", self.what or self.path.parent, holder)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    break
                 os.close(fd)
                 raise R1Error(
                     f"{self.path.parent} is in use by process {holder}"
@@ -64,10 +75,10 @@ class RunLock:
         os.close(fd)
 
 
-def held_fd(run_dir: Path) -> int | None:
-    """The descriptor of the lock this process holds on `run_dir`, for a child that must keep it held."""
-    held = _held.get(Path(run_dir).resolve() / LOCK)
-    return held[0] if held else None
+def held_fds() -> tuple[int, ...]:
+    """The descriptors of every lock this process holds (its run directory's, the store entry's it writes),
+    for a child that must keep them held while it lives."""
+    return tuple(fd for fd, _ in _held.values())
 
 
 def _alive(pid: str) -> bool:

@@ -301,6 +301,8 @@ class StageState:
     manifest: dict[str, Any] | None
     newer: bool = False  # written by a newer r1pipe: upgrade, never --force
     inputs: dict[str, Any] = field(default_factory=dict)  # local model directories read (local_inputs)
+    dir: Path | None = None  # where it is (its store entry, for the fingerprint expected now)
+    linked: bool = False  # whether the run directory links to `dir` already
 
     @property
     def complete(self) -> bool:
@@ -357,17 +359,17 @@ def outputs_intact(stage_dir: Path, manifest: dict[str, Any], full: bool = False
 
 
 def stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full: bool = False,
-                inputs: dict[str, Any] | None = None) -> StageState:
-    """Classify one stage directory. `expected` is the fingerprint it should have (None: a parent is not done);
-    `inputs` the local model directories it reads, as local_inputs found them (a stale reason names one)."""
-    state = _stage_state(stage_dir, expected, has_progress, full, inputs or {})
+                inputs: dict[str, Any] | None = None, name: str | None = None) -> StageState:
+    """Classify one stage directory (a store entry). `expected` is the fingerprint it should have (None: a
+    parent is not done); `inputs` the local model directories it reads, as local_inputs found them (a stale
+    reason names one); `name` the stage (default: the directory's name)."""
+    state = _stage_state(stage_dir, expected, has_progress, full, inputs or {}, name or stage_dir.name)
     state.inputs = inputs or {}
     return state
 
 
 def _stage_state(stage_dir: Path, expected: str | None, has_progress: bool, full: bool,
-                 inputs: dict[str, Any]) -> StageState:
-    name = stage_dir.name
+                 inputs: dict[str, Any], name: str) -> StageState:
     try:
         manifest = read_manifest(stage_dir)
     except NewerSchema as e:

@@ -27,12 +27,13 @@ def defer(what: str, where: str) -> bool:
     return True
 
 
-def missing(package: str, where: str, extra: str | None = None) -> bool:
+def missing(package: str, where: str, extra: str | None = None, install: str | None = None) -> bool:
     """A package the run needs and this machine lacks: True (raise) in a real run, noted in a --dry-run.
-    `extra`: r1pipe's optional dependency that installs it (default: the package's name)."""
+    `extra`: r1pipe's optional dependency that installs it (default: the package's name); `install`: the
+    command instead, for a package no extra names."""
     if importlib.util.find_spec(package) is not None:
         return False
-    return not defer(f"{package} (pip install 'r1pipe[{extra or package}]')", where)
+    return not defer(f"{package} ({install or f'pip install {chr(39)}r1pipe[{extra or package}]{chr(39)}'})", where)
 
 
 @contextlib.contextmanager

@@ -169,6 +169,32 @@ def plot_accuracy(rows: list, path: Path) -> bool:
     return _save(fig, path)
 
 
+def plot_sweep_accuracy(lines: list[tuple[str, dict[str, tuple[float, float | None]]]], stages: list[str],
+                        path: Path) -> bool:
+    """A sweep's members side by side: greedy accuracy by stage (x, in recipe order), a line per member
+    ((label, {stage: (accuracy, se)})). Lines, not bars: a reader follows one member through the recipe."""
+    import matplotlib.pyplot as plt
+
+    drawn = [(label, points) for label, points in lines if points]
+    if not drawn or not stages:
+        return False
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(stages) + 2), 3.8))
+    jitter = 0.12 / max(1, len(drawn) - 1)  # error bars of equal stages side by side, not on top of each other
+    for n, (label, points) in enumerate(drawn):
+        xs = [i for i, s in enumerate(stages) if s in points]
+        ax.errorbar([x + (n - (len(drawn) - 1) / 2) * jitter for x in xs],
+                    [100 * points[stages[x]][0] for x in xs], yerr=[100 * (points[stages[x]][1] or 0) for x in xs],
+                    marker="o", ms=4, lw=1.3, capsize=3, label=label)
+    ax.set_xticks(range(len(stages)), stages, fontsize=8)
+    ax.set_xlim(-0.5, len(stages) - 0.5)
+    ax.set_ylabel("held-out greedy accuracy, %")
+    ax.set_ylim(0, 105)
+    ax.set_title("greedy accuracy by stage, a line per sweep member\n(error bars: one standard error)", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def plot_lineage(rows: list, path: Path) -> bool:
     """The stage graph as it ran: columns by depth (a stage sits right of everything it reads)."""
     import matplotlib.pyplot as plt

@@ -59,7 +59,8 @@ def collect(cfg) -> list[StageRow]:
     for name, s in state.states(cfg).items():
         manifest = s.manifest or {}
         parents = [p["stage"] for p in manifest.get("parents", [])] or list(graph.parents_of(cfg, name))
-        rows.append(StageRow(name, s.state, s.reason, parents, manifest, read_metrics_log(root / name / "metrics.jsonl")))
+        where = s.dir if s.complete else root / name  # its entry, else the one the run last linked
+        rows.append(StageRow(name, s.state, s.reason, parents, manifest, read_metrics_log(where / "metrics.jsonl")))
     return rows
 
 

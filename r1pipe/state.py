@@ -10,21 +10,27 @@ from typing import Literal
 
 from r1pipe import config as config_mod
 from r1pipe import manifest as mf
-from r1pipe import stages
+from r1pipe import stages, store
 from r1pipe.errors import R1Error
 from r1pipe.graph import chain, parents_of
 
 
 def states(cfg, full: bool = False) -> dict[str, mf.StageState]:
-    """The state of every stage, in graph order. Each child's expected fingerprint uses its parents' manifests."""
+    """The state of every stage, in graph order. Each child's expected fingerprint uses its parents' manifests.
+
+    A stage's state is its store entry's (r1pipe/store.py): the entry for the fingerprint expected now. When
+    that entry does not exist but the run links to another one, the stage is stale, and the reason names what
+    changed (the other entry stays in the store). A run made before the store reads its stage directories
+    as they are until the runner adopts them."""
     root = config_mod.run_dir(cfg)
+    store_root = store.root(cfg)
     out: dict[str, mf.StageState] = {}
     for name in chain(cfg):
         stage = stages.get(name)
         parent_states = [out[p] for p in parents_of(cfg, name)]
-        stage_cfg, stage_dir = config_mod.stage_config(cfg, name), root / name
+        stage_cfg, now = config_mod.stage_config(cfg, name), store.current(root, name)
         # local model directories (base.model, a distill student, a reward model by path) by content
-        inputs = mf.local_inputs(stage_dir, stage.local_models(stage_cfg))
+        inputs = mf.local_inputs(now or root / name, stage.local_models(stage_cfg))
         expected = None
         if all(p.complete for p in parent_states):
             expected = mf.fingerprint(
@@ -34,7 +40,20 @@ def states(cfg, full: bool = False) -> dict[str, mf.StageState]:
                 stage.version,
                 model_dirs={key: rec["sha256"] for key, rec in inputs.items()},
             )
-        out[name] = mf.stage_state(stage_dir, expected, has_progress(stage_dir, name), full=full, inputs=inputs)
+        if store.is_legacy(root, name) or expected is None:
+            where = now or store.entry(store_root, name, "none")
+        else:
+            where = store.entry(store_root, name, expected)
+        # read through the run's link when it leads there: messages then name the paths the user knows
+        read_at = root / name if now == where else where
+        s = mf.stage_state(read_at, expected, has_progress(where, name), full=full, inputs=inputs, name=name)
+        if s.state == "missing" and now is not None and now != where and expected is not None:
+            before = mf.stage_state(now, expected, False, inputs=inputs, name=name)
+            if before.state == "stale":  # the run used another entry: say what changed; that entry is kept
+                s = before
+                s.reason += f" (the entry it used, {now.name[:12]}, stays in the store)"
+        s.dir, s.linked = where, now == where
+        out[name] = s
     return out
 
 
@@ -47,8 +66,9 @@ def has_progress(stage_dir: Path, name: str) -> bool:
     return any(any(stage_dir.glob(pattern)) for pattern in stages.get(name).progress)
 
 
-# what run-all does with a stage: skip it (complete), run it (nothing yet), resume an interrupted attempt,
-# rerun it (stale, or a parent will run), or only evaluate it (complete, but its evaluation did not finish)
+# what run-all does with a stage: skip it (complete; its store entry linked), run it (a new entry: nothing yet,
+# its config or a parent changed, or a parent will run), resume an interrupted attempt, rerun it (--force: its
+# entry is replaced), or only evaluate it (complete, but its evaluation did not finish)
 Action = Literal["skip", "run", "resume", "rerun", "evaluate"]
 
 
@@ -57,6 +77,7 @@ class Step:
     stage: str
     action: Action
     reason: str
+    dir: Path | None = None  # the store entry a skipped stage is complete in (the runner links it)
 
 
 def plan(cfg, targets: list[str], force: bool = False) -> list[Step]:
@@ -71,17 +92,18 @@ def plan(cfg, targets: list[str], force: bool = False) -> list[Step]:
             raise R1Error(s.reason)
         if force:
             steps.append(Step(name, "rerun" if s.manifest else "run", "--force"))
-        elif upstream:
-            steps.append(Step(name, "rerun" if s.manifest else "run", f"parent {upstream[0]} will run"))
+        elif upstream:  # a new entry (or, if the parent's new outputs are byte-identical, a skip then)
+            steps.append(Step(name, "run", f"parent {upstream[0]} will run"))
         elif s.state == "corrupt":  # nothing is touched: the user decides whether the change was meant
             raise corrupt(name, s.reason, conf_overrides(cfg))
         elif s.state == "complete":
-            steps.append(Step(name, "skip", "complete, fingerprint matches"))
+            steps.append(Step(name, "skip", "complete, fingerprint matches" if s.linked
+                              else "complete in the store (run-all links it)", s.dir))
             continue
         elif s.state == "partial":
             steps.append(Step(name, "resume", s.reason))
-        elif s.state == "stale":
-            steps.append(Step(name, "rerun", s.reason))
+        elif s.state == "stale":  # a new entry: the one the run used stays in the store
+            steps.append(Step(name, "run", s.reason))
         else:
             steps.append(Step(name, "run", s.reason))
         will_run.add(name)

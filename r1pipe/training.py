@@ -54,6 +54,7 @@ def trl_config(config_cls: type, stage: str, stage_cfg: dict[str, Any], output_d
     block.setdefault("seed", seed)
     block.setdefault("data_seed", seed)
     block.setdefault("report_to", "none")
+    _check_trackers(stage, block["report_to"])
     # The Trainer's default hides a NaN/inf loss from the logs (it logs a running average instead); r1pipe
     # wants to see it, to fail the stage before a poisoned checkpoint is taken as finished work.
     block.setdefault("logging_nan_inf_filter", False)
@@ -69,6 +70,29 @@ def trl_config(config_cls: type, stage: str, stage_cfg: dict[str, Any], output_d
         return config_cls(output_dir=str(output_dir), **block)
     except (ValueError, TypeError) as e:
         raise R1Error(f"{stage}.trainer: trl.{config_cls.__name__} rejects it: {first_line(e)}") from e
+
+
+# report_to's names (transformers' integrations) -> the package each needs. r1pipe passes report_to through
+# unchanged; it only checks the package first, so a missing one fails (or, in --dry-run, is listed) before a
+# model loads rather than when the Trainer starts.
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio",
+            "comet_ml": "comet_ml", "clearml": "clearml", "swanlab": "swanlab", "dvclive": "dvclive",
+            "neptune": "neptune", "codecarbon": "codecarbon", "azure_ml": "azureml"}
+
+
+def _check_trackers(stage: str, report_to: Any) -> None:
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for name in names:
+        if name in ("none", "all"):
+            continue
+        if name not in TRACKERS:
+            raise R1Error(f"{stage}.trainer.report_to: unknown tracker {name!r}",
+                          hint=f"one of: none, {', '.join(TRACKERS)}")
+        package = TRACKERS[name]
+        install = "pip install 'r1pipe[tracking]'" if name == "tensorboard" else f"pip install {package}"
+        if needs.missing(package, f"{stage}.trainer.report_to", install=install):
+            raise R1Error(f"{stage}.trainer.report_to names {name}, but its package ({package}) is not installed",
+                          hint=f"{install}, or {stage}.trainer.report_to=none")
 
 
 def lora(stage: str, stage_cfg: dict[str, Any], task_type: str = "CAUSAL_LM"):

@@ -44,8 +44,15 @@ def smoke_run(tmp_path_factory):
 @pytest.fixture
 def run_copy(smoke_run, tmp_path):
     dst = tmp_path / "run"
-    shutil.copytree(smoke_run, dst)
+    shutil.copytree(smoke_run, dst, symlinks=True)  # its stage links are relative: into the copy's own store
     return dst
+
+
+def remove_stage(run_dir: Path, stage: str) -> None:
+    """Delete a stage's results: its store entry and the run's link to it (rmtree of the link alone fails)."""
+    link = run_dir / stage
+    shutil.rmtree(link.resolve())
+    link.unlink()
 
 
 def char_length_reward(completions, **_):

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import overrides_for
+from conftest import overrides_for, remove_stage
 from test_rejection_sampling import scripted_engine
 
 from r1pipe import checks, config, data, generation, graph, runner
@@ -213,8 +213,6 @@ def test_logit_distillation_runs_with_trls_distillation_trainer(run_copy):
 
 
 def test_distill_killed_mid_training_resumes_from_its_shards_and_checkpoint(run_copy, tmp_path):
-    import shutil
-
     from test_pipeline import _held_after_save, _kill_when
 
     def losses():
@@ -223,7 +221,7 @@ def test_distill_killed_mid_training_resumes_from_its_shards_and_checkpoint(run_
 
     uninterrupted = losses()
     ov = overrides_for(run_copy, "eval.after_stage=false", "distill.baseline.enabled=false")
-    shutil.rmtree(run_copy / "distill")
+    remove_stage(run_copy, "distill")
     held = tmp_path / "held"
     cmd = _held_after_save(2, held, "run", "--stage", "distill", *ov)
     # no race to lose: the process waits at the checkpoint, so the limit only bounds a failing run

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import overrides_for, snapshot
+from conftest import overrides_for, remove_stage, snapshot
 
 from r1pipe import config, runner, state
 from r1pipe.errors import R1Error
@@ -33,7 +33,7 @@ def _one_line_error(r, *needles):
 
 def _drop(run_dir, *stages):
     for s in stages:
-        shutil.rmtree(run_dir / s)
+        remove_stage(run_dir, s)
 
 
 def test_a_reward_function_that_raises_names_itself_and_the_stage(run_copy):
@@ -178,7 +178,7 @@ def test_a_forced_rerun_that_fails_midway_puts_the_finished_stage_back(run_copy,
     with pytest.raises(R1Error, match="second_sft: no space left"):
         runner.run_stage(config.load(ov), "second_sft", ov, force=True)
     assert calls["n"] >= 2  # it did checkpoint before failing: there was progress to weigh against
-    assert snapshot(run_copy) == before and not (run_copy / ".replaced" / "second_sft").exists()
+    assert snapshot(run_copy) == before and not any((run_copy / "store" / "second_sft" / ".replaced").glob("*"))
     st = state.states(config.load(overrides_for(run_copy)), full=True)
     assert all(s.complete for s in st.values())
 
@@ -287,4 +287,4 @@ def test_bad_training_data_is_one_line_naming_the_file_and_nothing_finished_chan
     r = _cli("run", "--stage", "cold_sft", "--force", *overrides_for(run_copy, f"cold_sft.data={{path: {data}}}"))
     _one_line_error(r, "cold.jsonl", *needles)
     assert snapshot(run_copy) == before  # cold_sft's finished outputs were not wiped by the failed rerun
-    assert not (run_copy / ".replaced" / "cold_sft").exists()  # set aside for the attempt, then put back
+    assert not any((run_copy / "store" / "cold_sft" / ".replaced").glob("*"))  # set aside for the attempt, then put back

@@ -145,7 +145,7 @@ def test_sft_and_grpo_train_under_torchrun_with_two_processes(run_copy):
     before = load_file(run_copy / "cold_sft" / "model" / "model.safetensors")
     ov = overrides_for(run_copy, *TORCHRUN, "cold_sft.trainer.learning_rate=5e-4", "eval.after_stage=false")
     steps = runner.run_all(config.load(ov), ov, stop="reasoning_rl")
-    assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "rerun"), ("reasoning_rl", "rerun")]
+    assert [(s.stage, s.action) for s in steps] == [("base", "skip"), ("cold_sft", "run"), ("reasoning_rl", "run")]
     for stage in ("cold_sft", "reasoning_rl"):
         m = _manifest(run_copy, stage)
         assert m["launch"]["launcher"] == "torchrun" and m["launch"]["world_size"] == 2

@@ -55,7 +55,7 @@ def test_editing_the_base_model_directory_makes_base_stale_naming_it(base_from_d
     assert st.state == "stale" and str(model_dir.resolve()) in st.reason and "model.safetensors differs" in st.reason
     assert hash_calls == ["model.safetensors"]  # only the file whose stamp moved
     plan = state.plan(cfg, ["base"])
-    assert plan[0].action == "rerun" and "model directory" in plan[0].reason
+    assert plan[0].action == "run" and "model directory" in plan[0].reason
 
 
 def test_a_file_added_to_the_model_directory_makes_base_stale(base_from_dir):

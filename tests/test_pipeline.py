@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import overrides_for
+from conftest import overrides_for, remove_stage
 
 from r1pipe import config, execute, graph, runner, state
 from r1pipe.errors import R1Error
@@ -133,7 +133,7 @@ def test_changing_learning_rate_reruns_cold_sft_and_downstream_only(run_copy):
     cold_before = _manifest(run_copy, "cold_sft")
     steps = _run_all(run_copy, "cold_sft.trainer.learning_rate=5e-4")
     # reward_model reads only base: it is skipped too
-    assert [(s.stage, s.action) for s in steps] == [(s, "skip" if s in ("base", "reward_model") else "rerun") for s in ALL]
+    assert [(s.stage, s.action) for s in steps] == [(s, "skip" if s in ("base", "reward_model") else "run") for s in ALL]
     assert _manifest(run_copy, "base") == base_before
     cold_after = _manifest(run_copy, "cold_sft")
     assert cold_after["fingerprint"] != cold_before["fingerprint"]
@@ -154,7 +154,7 @@ def test_changed_base_makes_cold_sft_stale(run_copy):
     st = state.states(config.load(ov))
     assert st["base"].state == "stale" and st["cold_sft"].state == "stale"
     plan = state.plan(config.load(ov), ["base", "cold_sft"])
-    assert [(s.action, s.reason) for s in plan][1] == ("rerun", "parent base will run")
+    assert [(s.action, s.reason) for s in plan][1] == ("run", "parent base will run")
 
 
 def test_kill_during_training_then_rerun_resumes(run_copy):
@@ -163,7 +163,7 @@ def test_kill_during_training_then_rerun_resumes(run_copy):
     extra = ("cold_sft.trainer.max_steps=40", "cold_sft.trainer.save_steps=10", "eval.after_stage=false")
     ov = overrides_for(run_copy, *extra)
     cmd = [sys.executable, "-m", "r1pipe.cli", "run", "--stage", "cold_sft", "--force", *ov]
-    shutil.rmtree(run_copy / "cold_sft")
+    remove_stage(run_copy, "cold_sft")
     ckpt = run_copy / "cold_sft" / "trainer" / "checkpoint-10" / "trainer_state.json"
     assert _kill_when(cmd, ckpt), "training never reached a checkpoint"
     assert not (run_copy / "cold_sft" / "manifest.json").exists()
@@ -257,7 +257,7 @@ def test_grpo_batch_arithmetic_fails_before_any_model_loads(tmp_path):
 def test_kill_during_grpo_then_rerun_resumes(run_copy):
     extra = ("reasoning_rl.trainer.max_steps=12", "reasoning_rl.trainer.save_steps=3", "eval.after_stage=false")
     ov = overrides_for(run_copy, *extra)
-    shutil.rmtree(run_copy / "reasoning_rl")
+    remove_stage(run_copy, "reasoning_rl")
     cmd = [sys.executable, "-m", "r1pipe.cli", "run", "--stage", "reasoning_rl", *ov]
     ckpt = run_copy / "reasoning_rl" / "trainer" / "checkpoint-3" / "trainer_state.json"
     assert _kill_when(cmd, ckpt), "GRPO never reached a checkpoint"

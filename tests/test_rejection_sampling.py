@@ -2,11 +2,10 @@
 generation that resumes by shard."""
 
 import json
-import shutil
 import sys
 
 import pytest
-from conftest import overrides_for
+from conftest import overrides_for, remove_stage
 
 from r1pipe import checks, config, generation, runner, state
 
@@ -82,7 +81,8 @@ def test_min_kept_guards_an_empty_dataset(run_copy):
     ov = overrides_for(run_copy, "rejection_sampling.min_kept=1")
     with pytest.raises(R1Error, match=r"0 of 48 samples passed the filters, min_kept is 1"):
         runner.run_all(config.load(ov), ov, start="rejection_sampling", force=True)
-    assert not (run_copy / "rejection_sampling" / "manifest.json").exists()
+    st = state.states(config.load(ov))["rejection_sampling"]  # its entry (this config's) holds no result
+    assert not st.complete and not (st.dir / "manifest.json").exists()
 
 
 def test_vllm_backend_without_vllm_is_a_clear_error(tmp_path):
@@ -131,7 +131,7 @@ def test_kill_mid_generation_then_rerun_keeps_finished_shards(run_copy):
 
     extra = ("rejection_sampling.sampling.shard_size=2", "rejection_sampling.sampling.max_new_tokens=24")
     ov = overrides_for(run_copy, *extra)
-    shutil.rmtree(run_copy / "rejection_sampling")
+    remove_stage(run_copy, "rejection_sampling")
     first = run_copy / "rejection_sampling" / "shards" / "shard-00000.jsonl"
     cmd = [sys.executable, "-m", "r1pipe.cli", "run", "--stage", "rejection_sampling", *ov]
     assert _kill_when(cmd, first), "generation never finished a shard"

@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import overrides_for
+from conftest import overrides_for, remove_stage
 from test_cli import _probe
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -60,7 +59,7 @@ def test_grpo_curves_say_what_was_not_logged(tmp_path):
 
 
 def test_report_of_a_partial_run_shows_what_is_missing(run_copy):
-    shutil.rmtree(run_copy / "distill")
+    remove_stage(run_copy, "distill")
     (run_copy / "second_sft" / "manifest.json").unlink()
     stdout, stderr = _probe("report", *overrides_for(run_copy))
     assert "CODE=0" in stdout, stderr
