@@ -17,7 +17,8 @@ seconds), so each comparison interleaves its contenders and reports the median o
    and peak RSS, in float32 and bf16 autocast, full and LoRA; generation samples/s and tokens/s, the engine vs
    a per-prompt loop, greedy and sampled, float32 and bfloat16; peak RSS per stage of BENCH_SMOLLM2_RUN.
 BENCH_REPEATS (default 3) sets the repeats. `python bench/bench.py smollm2` runs section 8 alone, writing
-nothing; BENCH_SMOLLM2_* (see smollm2_sizes) shrink it for a quick check.
+nothing; BENCH_SMOLLM2_* (see smollm2_sizes) shrink it for a quick check. `python bench/bench.py noop conf=tiny
+run.dir=R` times a no-op `run-all` and `status` on an existing run R (medians of 5), writing nothing.
 """
 
 from __future__ import annotations
@@ -317,16 +318,24 @@ def bench_pipeline_memory_and_noop(repeats: int) -> dict:
         data = json.loads(m.read_text())
         stages[data["stage"]] = {"peak_rss_mb": (data.get("resources") or {}).get("peak_rss_mb"),
                                  "duration_s": data["duration_s"]}
-    probe = ("import sys, time; t=time.perf_counter(); sys.argv=['r1pipe','run-all','conf=tiny','run.dir=%s',"
-             "'eval.after_stage=false'];from r1pipe.cli import main\ntry: main()\nexcept SystemExit: pass\n"
-             "print('BENCH', time.perf_counter()-t, 'torch' in sys.modules)") % run_dir
+    noop, torch_imported = cli_probe(["run-all", "conf=tiny", f"run.dir={run_dir}", "eval.after_stage=false"], repeats)
+    return {"first_run_wall_s": round(wall, 1), "stages": stages,
+            "noop_run_all_wall_s": noop, "noop_imports_torch": torch_imported}
+
+
+def cli_probe(args: list[str], repeats: int) -> tuple[float, bool]:
+    """`r1pipe ARGS` in a fresh process each time: median wall time (Python's start included) and whether
+    torch was imported."""
+    probe = ("import sys, time; t=time.perf_counter(); sys.argv=['r1pipe', *sys.argv[1:]];"
+             "from r1pipe.cli import main\ntry: main()\nexcept SystemExit: pass\n"
+             "print('BENCH', time.perf_counter()-t, 'torch' in sys.modules)")
     walls, torch_imported = [], None
     for _ in range(repeats):
-        w, out = _run([sys.executable, "-c", probe])
-        walls.append(w)
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=ROOT).stdout
+        walls.append(time.perf_counter() - t0)
         torch_imported = "True" in out.split("BENCH")[-1]
-    return {"first_run_wall_s": round(wall, 1), "stages": stages,
-            "noop_run_all_wall_s": round(statistics.median(walls), 3), "noop_imports_torch": torch_imported}
+    return round(statistics.median(walls), 3), torch_imported
 
 
 def bench_scaling(repeats: int) -> dict:
@@ -376,16 +385,8 @@ def bench_scaling(repeats: int) -> dict:
 
 def bench_cli(repeats: int) -> dict:
     """`r1pipe status` wall time, and whether it imported torch."""
-    probe = ("import sys, time; t=time.perf_counter(); sys.argv=['r1pipe','status','conf=tiny'];"
-             "from r1pipe.cli import main\ntry: main()\nexcept SystemExit: pass\n"
-             "print('BENCH', time.perf_counter()-t, 'torch' in sys.modules)")
-    walls, torch_imported = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout
-        walls.append(time.perf_counter() - t0)
-        torch_imported = "True" in out.split("BENCH")[-1]
-    return {"status_wall_s": round(statistics.median(walls), 3), "status_imports_torch": torch_imported}
+    wall, torch_imported = cli_probe(["status", "conf=tiny"], repeats)
+    return {"status_wall_s": wall, "status_imports_torch": torch_imported}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -600,6 +601,11 @@ def main(argv: list[str]) -> None:
     repeats = int(os.environ.get("BENCH_REPEATS", "3"))
     t0 = time.perf_counter()
     results: dict = {"date": dt.date.today().isoformat(), "machine": machine(), "repeats": repeats}
+    if argv[:1] == ["noop"]:  # bench.py noop OVERRIDES: the quick commands on an existing run, nothing written
+        for cmd in (["run-all", *argv[1:]], ["status", *argv[1:]]):
+            wall, torch_imported = cli_probe(cmd, max(repeats, 5))
+            print(f"r1pipe {' '.join(cmd)}: median {wall} s over {max(repeats, 5)} runs, torch imported: {torch_imported}")
+        return
     if argv == ["smollm2"]:
         results["matmul"] = matmul_flops()
         results["smollm2"] = bench_smollm2(results["matmul"])

@@ -59,7 +59,7 @@ class Tee:
 
     def _pump(self, read: int, terminal: int) -> None:
         pending = b""
-        while chunk := os.read(read, 1 << 16):
+        while chunk := _read(read):
             try:
                 os.write(terminal, chunk)
             except OSError:
@@ -67,19 +67,24 @@ class Tee:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             self._write(b"".join(_last_frame(line) + b"\n" for line in lines))
+            cut = pending.rfind(b"\r", 0, len(pending) - 1)  # a bar redrawn without a newline: its last frame
+            if cut >= 0:
+                pending = pending[cut + 1:]
         if pending:
             self._write(_last_frame(pending) + b"\n")
         os.close(read)
 
     def _write(self, data: bytes) -> None:
         """Into the file; once the disk refuses (full), the log ends there and the terminal still gets it all."""
-        if not data or self._file is None:
+        if not data:
             return
         with self._lock:
+            if self._file is None:
+                return
             try:
                 self._file.write(data)
                 self._file.flush()
-            except OSError:
+            except (OSError, ValueError):  # full disk, or closed: the pipe must keep draining regardless
                 self._file = None
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -89,15 +94,29 @@ class Tee:
             os.dup2(saved, fd)  # the pipe's last writer goes: its thread reads to the end and stops
         for t in self._threads:
             t.join(timeout=10)
-        for saved in self._saved.values():
-            os.close(saved)
         if exc is not None:
             self._write("".join(traceback.format_exception(exc_type, exc, tb)).encode())
-        if self._file is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass
+        if any(t.is_alive() for t in self._threads):
+            # A process this attempt started still holds the pipe (a worker pool, a tracker's service): its
+            # thread keeps forwarding, so the descriptors it writes to stay open (closed, their numbers would
+            # be reused by the next file opened, and written into).
+            return
+        for saved in self._saved.values():
+            os.close(saved)
+        with self._lock:
+            if self._file is not None:
+                try:
+                    self._file.close()
+                except OSError:
+                    pass
+                self._file = None
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 1 << 16)
+    except OSError:
+        return b""
 
 
 def _last_frame(line: bytes) -> bytes:

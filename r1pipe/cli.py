@@ -145,6 +145,13 @@ def status(overrides: Overrides = None):
     """Table of stages: state, short fingerprint, key metric, duration. Reads manifests only."""
     cfg, _ = _setup(overrides)
     _print_status(cfg)
+    root = store_mod.root(cfg)
+    store_mod.register(root, config_mod.run_dir(cfg))  # a moved or copied run is known by its path now
+    found = store_mod.entries(root)
+    free = [e for e in found if not e.used_by]
+    console.print(f"store {root}: {len(found)} entries, {_mb(sum(e.size for e in found))}; not used by any run: "
+                  f"{len(free)}, {_mb(sum(e.size for e in free))} (r1pipe gc --dry-run lists them)",
+                  markup=False, highlight=False)
 
 
 def _print_status(cfg, only: list[str] | None = None) -> None:
@@ -170,13 +177,6 @@ def _print_status(cfg, only: list[str] | None = None) -> None:
     for r in rows:
         table.add_row(*r)
     console.print(table)
-    if not only:
-        root = store_mod.root(cfg)
-        found = store_mod.entries(root)
-        free = [e for e in found if not e.used_by]
-        console.print(f"store {root}: {len(found)} entries, {_mb(sum(e.size for e in found))}; not used by any run: "
-                      f"{len(free)}, {_mb(sum(e.size for e in free))} (r1pipe gc --dry-run lists them)",
-                      markup=False, highlight=False)
 
 
 def _mb(n: int) -> str:
@@ -194,6 +194,7 @@ def gc(
     root = store_mod.root(cfg)
     if keep_last < 0:
         raise R1Error(f"--keep-last {keep_last} is negative", hint="give a count of entries, e.g. --keep-last 2")
+    store_mod.register(root, config_mod.run_dir(cfg))  # the run gc is asked from counts as using its links
     found = store_mod.entries(root)
     doomed = store_mod.unused(found, keep_last)
     table = Table(title=f"store {root}")

@@ -81,7 +81,8 @@ def stage_manifests(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Every stage directory (or link into a store) with a manifest: r1pipe's stages in recipe order, then others."""
     if not run_dir.is_dir():
         return {}
-    found = {p.name: m for p in run_dir.iterdir() if p.is_dir() and (m := mf.read_manifest(p)) is not None}
+    found = {p.name: m for p in run_dir.iterdir()  # a dot name is r1pipe's own (an entry held during an attempt)
+             if p.is_dir() and not p.name.startswith(".") and (m := mf.read_manifest(p)) is not None}
     order = {name: i for i, name in enumerate(stages.names())}
     return {k: found[k] for k in sorted(found, key=lambda k: (order.get(k, len(order)), k))}
 
@@ -91,7 +92,8 @@ def load_run(label: str, run_dir: Path, swept: str = "") -> Run:
         raise R1Error(f"no run directory {run_dir}", hint="give the run.dir of a run, e.g. runs/tiny")
     manifests = stage_manifests(run_dir)
     if not manifests:
-        raise R1Error(f"{run_dir} holds no finished stage (no <stage>/manifest.json)", hint="run it first: r1pipe run-all")
+        raise R1Error(f"{run_dir} holds no finished stage (no <stage>/manifest.json)",
+                      hint="run it first: r1pipe run-all")
     run_config = None
     if (run_dir / RUN_YAML).is_file():
         import yaml

@@ -43,6 +43,8 @@ def execute(
     root, entry = config_mod.run_dir(cfg), s.dir
     previous = None if resume else _set_aside(entry)
     linked_before = store.current(root, name)
+    if linked_before is not None and linked_before != entry:
+        store.hold(root, name, linked_before)  # what a failure falls back to: gc keeps it meanwhile
     entry.mkdir(parents=True, exist_ok=True)
     store.link(root, name, entry)  # <run.dir>/<name> shows the attempt as it runs (its log, its checkpoints)
     log_path = attemptlog.next_path(entry)
@@ -54,11 +56,14 @@ def execute(
             if isinstance(e, Exception):
                 attemptlog.record_failure(entry, err.message if isinstance(err, R1Error) else str(err), log_path)
             _roll_back(cfg, name, s, previous, linked_before, failed=isinstance(e, Exception))
+            if isinstance(e, Exception):
+                store.hold(root, name, None)
             if err is e:
                 raise
             raise err from e
         shutil.rmtree(entry.parent / REPLACED / entry.name, ignore_errors=True)  # also after a resumed attempt
         (entry / attemptlog.LAST_ERROR).unlink(missing_ok=True)
+        store.hold(root, name, None)
         # Evaluation comes after the manifest: a failed or interrupted evaluation never costs a finished stage
         # (the next run-all, or `r1pipe eval --stage NAME`, finishes it from its cached shards).
         return evaluate_after(cfg, name, manifest)

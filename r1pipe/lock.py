@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -60,7 +61,8 @@ class RunLock:
                     hint="wait for it to finish, or stop it; one r1pipe writes to a run directory at a time",
                 ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        # pid@host: on a store shared between machines, a waiter judges liveness only of a holder on its host
+        os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}".encode(), 0)
         _held[self.path] = (fd, 1)
         return self
 
@@ -82,7 +84,11 @@ def held_fds() -> tuple[int, ...]:
 
 
 def _alive(pid: str) -> bool:
-    """Whether the process `pid` (as written in the lock file) exists; an unreadable PID counts as alive."""
+    """Whether the process `pid` (as written in the lock file: PID or PID@HOST) exists; an unreadable PID, or
+    one on another host, counts as alive."""
+    pid, _, host = pid.partition("@")
+    if host and host != socket.gethostname():
+        return True
     try:
         os.kill(int(pid), 0)
     except (ValueError, PermissionError):

@@ -42,7 +42,6 @@ def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[
     root = config_mod.run_dir(cfg)
     with RunLock(root):
         _adopt(cfg)
-        _record_run(cfg, overrides)
         st = states(cfg)
         if name not in st:
             raise R1Error(f"stage {name} is not in this recipe's run.stages", hint=f"stages here: {', '.join(st)}")
@@ -67,6 +66,9 @@ def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[
         # look again (its result is ours: a skip).
         with store.lock(store.root(cfg), name, st[name].expected):
             s = states(cfg)[name]
+            if s.expected != st[name].expected:  # a parent changed while this run waited for the entry
+                raise R1Error(f"{name}: its parents changed while it waited for its store entry",
+                              hint="run the same command again: it plans afresh")
             if s.state == "corrupt" and not force:
                 raise corrupt(name, s.reason, " ".join(overrides))
             if s.complete and not force:
@@ -74,15 +76,17 @@ def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[
                 log.info("%s: complete, skipped (fingerprint %s)", name, s.expected[:12])
                 return s.manifest, False
             validate(cfg, [name])
+            _record_run(cfg, overrides)
             parent_manifests = {p: st[p].manifest for p in parents_of(cfg, name)}
             return execute(cfg, name, s, parent_manifests, resume=(s.state == "partial" and not force)), True
 
 
 def _record_run(cfg, overrides: list[str]) -> None:
     """<run.dir>/run.yaml: the overrides and the resolved config of the latest run or run-all here (what
-    `r1pipe compare` reads to say which keys differ between runs)."""
+    `r1pipe compare` reads to say which keys differ between runs); and the run registered with its store."""
     mf.write_yaml_atomic(config_mod.run_dir(cfg) / "run.yaml", {"overrides": list(overrides),
                                                                 "config": config_mod.to_plain(cfg)})
+    store.register(store.root(cfg), config_mod.run_dir(cfg))
 
 
 def _adopt(cfg) -> None:
@@ -108,6 +112,7 @@ def run_all(
         _adopt(cfg)
         steps = plan(cfg, targets, force=force)
         validate(cfg, [s.stage for s in steps if s.action != "skip"])
+        _record_run(cfg, overrides)
         done = []
         for step in steps:
             if step.action == "skip":

@@ -36,16 +36,19 @@ def root(cfg) -> Path:
     the registry of runs mean the same from any working directory."""
     configured = (cfg.get("store") or {}).get("dir")
     where = configured or os.environ.get(ENV) or Path(cfg.run.dir) / "store"
-    return Path(os.path.abspath(Path(where).expanduser()))
+    # resolved: links are compared with it, and a link's target is always a resolved path
+    return Path(where).expanduser().resolve()
 
 
 def check(store_root: Path) -> None:
     """Refuse a store that cannot hold entries, before anything runs."""
     if store_root.exists() and not store_root.is_dir():
-        raise R1Error(f"store.dir {store_root} is not a directory", hint="set store.dir (or R1PIPE_STORE) to a directory")
+        raise R1Error(f"store.dir {store_root} is not a directory",
+                      hint="set store.dir (or R1PIPE_STORE) to a directory")
     probe = next((p for p in (store_root, *store_root.parents) if p.exists()), None)
     if probe is not None and not os.access(probe, os.W_OK):
-        raise R1Error(f"store.dir {store_root} is not writable", hint="set store.dir (or R1PIPE_STORE) to a directory you can write")
+        raise R1Error(f"store.dir {store_root} is not writable",
+                      hint="set store.dir (or R1PIPE_STORE) to a directory you can write")
 
 
 def entry(store_root: Path, stage: str, fingerprint: str) -> Path:
@@ -58,7 +61,7 @@ def current(run_dir: Path, stage: str) -> Path | None:
     path = Path(run_dir) / stage
     if path.is_symlink():
         return path.resolve()
-    return Path(os.path.abspath(path)) if path.is_dir() else None
+    return path.resolve() if path.is_dir() else None
 
 
 def is_legacy(run_dir: Path, stage: str) -> bool:
@@ -75,7 +78,7 @@ def lock(store_root: Path, stage: str, fingerprint: str, wait: bool = True) -> R
 def link(run_dir: Path, stage: str, target: Path) -> None:
     """Point `<run.dir>/<stage>` at `target` with one rename, so a reader sees the old entry or the new one.
     Relative when the entry is inside the run directory (a copied or moved run keeps working)."""
-    run_dir = Path(os.path.abspath(run_dir))
+    run_dir = Path(run_dir).resolve()
     path = run_dir / stage
     dest = os.path.relpath(target, run_dir) if Path(target).is_relative_to(run_dir) else str(target)
     if path.is_symlink() and os.readlink(path) == dest:
@@ -89,6 +92,19 @@ def link(run_dir: Path, stage: str, target: Path) -> None:
     register(Path(target).parent.parent, run_dir)
 
 
+def hold(run_dir: Path, stage: str, target: Path | None) -> None:
+    """Keep `target` (the entry the run used before an attempt) referenced while the attempt runs, so gc
+    cannot delete what a failed attempt falls back to; None drops the hold. A kill leaves it (conservative)."""
+    path = Path(run_dir) / f".{stage}.before"
+    if target is None:
+        path.unlink(missing_ok=True)
+        return
+    tmp = Path(run_dir) / f".{stage}.before.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(str(target), tmp)
+    os.replace(tmp, path)
+
+
 def use(run_dir: Path, stage: str, target: Path, store_root: Path) -> None:
     """Link a complete entry, under its lock so that gc cannot delete it between the check and the link."""
     if current(run_dir, stage) == Path(target).resolve():
@@ -100,11 +116,15 @@ def use(run_dir: Path, stage: str, target: Path, store_root: Path) -> None:
 
 
 def register(store_root: Path, run_dir: Path) -> None:
-    """Record that `run_dir` links into this store (gc reads every registered run's links)."""
-    key = hashlib.sha256(str(run_dir).encode()).hexdigest()[:16]
-    path = store_root / RUNS / key
-    if not path.exists():
-        mf.write_text_atomic(path, f"{run_dir}\n")
+    """Record that `run_dir` links into this store (gc reads every registered run's links). Every command on a
+    run registers it again, so a moved or copied run directory is known by its new path once it is used."""
+    run_dir = Path(run_dir).resolve()
+    path = store_root / RUNS / hashlib.sha256(str(run_dir).encode()).hexdigest()[:16]
+    if not path.exists() and store_root.is_dir():
+        try:
+            mf.write_text_atomic(path, f"{run_dir}\n")
+        except OSError:
+            pass  # a read-only store: gc cannot run there either
 
 
 def adopt(run_dir: Path, stage: str, store_root: Path) -> Path | None:
@@ -162,11 +182,16 @@ def runs(store_root: Path) -> list[Path]:
 def references(store_root: Path) -> dict[Path, list[str]]:
     """{entry: [run directories linking to it]}, over every registered run."""
     out: dict[Path, list[str]] = {}
+    store_root = store_root.resolve()
     for run_dir in runs(store_root):
-        for child in run_dir.iterdir():
+        try:
+            children = list(run_dir.iterdir())
+        except OSError:
+            continue
+        for child in children:
             if child.is_symlink():
                 target = child.resolve()
-                if target.is_relative_to(store_root):
+                if target.is_relative_to(store_root) and str(run_dir) not in out.get(target, []):
                     out.setdefault(target, []).append(str(run_dir))
     return out
 
@@ -193,7 +218,10 @@ def entries(store_root: Path) -> list[Entry]:
             manifest = path / mf.MANIFEST
             leftover = path.name.startswith(DELETING) or path.parent.name == ".replaced"
             state = "leftover" if leftover else "complete" if manifest.is_file() else "partial"
-            when = (manifest if manifest.is_file() else path).stat().st_mtime
+            try:
+                when = (manifest if manifest.is_file() else path).stat().st_mtime
+            except OSError:  # renamed or deleted by another r1pipe meanwhile
+                continue
             out.append(Entry(stage_dir.name, path.name, path, size_of(path), state, when, refs.get(path.resolve(), [])))
     return out
 
@@ -224,5 +252,4 @@ def delete(e: Entry) -> bool:
             shutil.rmtree(doomed)
     except R1Error:
         return False
-    (store_root / e.stage / LOCKS / e.fingerprint).unlink(missing_ok=True)
-    return True
+    return True  # the lock file stays: unlinked, a waiter on the old inode and a newcomer could both hold it

@@ -148,7 +148,8 @@ def read(sweep_dir: Path) -> Sweep:
 
     path = Path(sweep_dir) / SWEEP_YAML
     if not path.is_file():
-        raise R1Error(f"no sweep in {sweep_dir}: {SWEEP_YAML} is missing", hint="run one: r1pipe run-all -m seed=1,2 ...")
+        raise R1Error(f"no sweep in {sweep_dir}: {SWEEP_YAML} is missing",
+                      hint="run one: r1pipe run-all -m seed=1,2 ...")
     data = yaml.safe_load(path.read_text()) or {}
     rows = data.get("members") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "dir" in r for r in rows):

@@ -67,7 +67,7 @@ def check_invariants(run_dir: Path) -> list[str]:
       (the child consumed finished outputs, never a partial attempt's);
     - a recorded evaluation has its eval.json, with the same headline number."""
     problems, manifests = [], {}
-    for stage_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+    for stage_dir in sorted(p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         path = stage_dir / "manifest.json"
         if not path.exists():
             continue

@@ -10,7 +10,7 @@ import time
 
 import pytest
 from conftest import overrides_for
-from test_cli import _cli
+from test_cli import _cli, _probe
 from test_pipeline import _held_after_save, _kill_when
 
 from r1pipe import config, runner, state, store
@@ -125,8 +125,10 @@ def test_gc_leaves_an_entry_a_run_is_writing(run_copy):
 
 def test_status_shows_the_store_without_importing_torch(run_copy):
     _run_all(run_copy, LR, stop="cold_sft")
-    r = _cli("status", *overrides_for(run_copy))
-    assert r.returncode == 0 and "not used by any run: 1" in r.stdout.replace("\n", " "), r.stdout
+    stdout, stderr = _probe("status", *overrides_for(run_copy))
+    assert "HEAVY= CODE=0" in stdout and "not used by any run: 1" in " ".join(stdout.split()), stdout + stderr
+    stdout, stderr = _probe("gc", "--dry-run", *overrides_for(run_copy))
+    assert "HEAVY= CODE=0" in stdout and "would free" in stdout, stdout + stderr
 
 
 def test_a_run_made_before_the_store_is_adopted_without_retraining(smoke_run, tmp_path):
@@ -160,3 +162,15 @@ def test_a_store_path_that_is_a_file_is_one_line(run_copy, tmp_path):
     with pytest.raises(R1Error, match="store.dir .*file is not a directory"):
         _run_all(run_copy, f"store.dir={tmp_path / 'file'}", stop="base")
     assert state.states(config.load(overrides_for(run_copy)))["cold_sft"].complete
+
+
+def test_gc_sees_the_links_of_a_moved_run_and_of_a_store_reached_through_a_link(tmp_path):
+    real = tmp_path / "disk" / "store"
+    real.mkdir(parents=True)
+    (tmp_path / "store-link").symlink_to(real)  # e.g. /scratch -> /mnt/big: the store's path goes through a link
+    ov = ["--to", "cold_sft", f"store.dir={tmp_path / 'store-link'}", "eval.after_stage=false"]
+    assert _cli("run-all", *overrides_for(tmp_path / "a"), *ov).returncode == 0
+    (tmp_path / "a").rename(tmp_path / "b")  # moved: its registration names the old path
+    r = _cli("gc", *overrides_for(tmp_path / "b"), f"store.dir={tmp_path / 'store-link'}")
+    assert r.returncode == 0 and "freed 0.0 MB in 0 entries" in r.stdout, r.stdout
+    assert all((tmp_path / "b" / s / "manifest.json").is_file() for s in ("base", "cold_sft"))
