@@ -31,8 +31,9 @@ def main(kind: str, spec_path: str) -> None:
     if tok.chat_template == SERVING_TEMPLATE:  # r1pipe saves models for serving; SFT's loss mask needs the markers
         tok.chat_template = CHAT_TEMPLATE
     model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=spec.get("dtype", "float32"))
-    common = dict(output_dir=spec["output_dir"], seed=spec["seed"], data_seed=spec["seed"], report_to="none",
-                  **spec["trainer"])
+    # the stage's trainer block as r1pipe passes it (it names report_to itself since trackers are configurable)
+    common = {"report_to": "none", "seed": spec["seed"], "data_seed": spec["seed"], **spec["trainer"],
+              "output_dir": spec["output_dir"]}
     if kind == "sft":
         from trl import SFTConfig, SFTTrainer
 
