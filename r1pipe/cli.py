@@ -201,7 +201,9 @@ def gc(
     for col in ("stage", "entry", "state", "size", "when", "used by / action"):
         table.add_column(col, overflow="fold")
     for e in found:
-        what = ", ".join(e.used_by) if e.used_by else "delete" if e in doomed else f"keep (--keep-last {keep_last})"
+        what = (", ".join(e.used_by) if e.used_by else "delete" if e in doomed
+                else "keep (a --force rebuild has not finished)" if store_mod.held_by_rebuild(e)
+                else f"keep (--keep-last {keep_last})")
         table.add_row(e.stage, e.fingerprint[:16], e.state, _mb(e.size), e.age, what)
     console.print(table)
     freed = busy = 0

@@ -228,13 +228,21 @@ def entries(store_root: Path) -> list[Entry]:
 
 def unused(all_entries: list[Entry], keep_last: int = 0) -> list[Entry]:
     """What gc deletes: entries no run uses, except each stage's `keep_last` newest unused complete ones.
-    (Leftovers always go; an interrupted attempt no run links to is unused like any other.)"""
+    (An interrupted attempt no run links to is unused like any other. A leftover goes, except the finished
+    outputs a --force rebuild set aside while that rebuild has not finished: the rebuild puts them back if it
+    fails, and they are the only finished copy meanwhile.)"""
     out = []
     for stage in sorted({e.stage for e in all_entries}):
-        free = sorted((e for e in all_entries if e.stage == stage and not e.used_by), key=lambda e: -e.when)
+        free = sorted((e for e in all_entries if e.stage == stage and not e.used_by and not held_by_rebuild(e)),
+                      key=lambda e: -e.when)
         kept = [e for e in free if e.state == "complete"][:keep_last]
         out += [e for e in free if e not in kept]
     return out
+
+
+def held_by_rebuild(e: Entry) -> bool:
+    """A --force rebuild's previous outputs (`.replaced/<fp>`), while the entry itself has no manifest."""
+    return e.path.parent.name == ".replaced" and not (e.path.parent.parent / e.fingerprint / mf.MANIFEST).is_file()
 
 
 def delete(e: Entry) -> bool:

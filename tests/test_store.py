@@ -174,3 +174,18 @@ def test_gc_sees_the_links_of_a_moved_run_and_of_a_store_reached_through_a_link(
     r = _cli("gc", *overrides_for(tmp_path / "b"), f"store.dir={tmp_path / 'store-link'}")
     assert r.returncode == 0 and "freed 0.0 MB in 0 entries" in r.stdout, r.stdout
     assert all((tmp_path / "b" / s / "manifest.json").is_file() for s in ("base", "cold_sft"))
+
+
+def test_gc_keeps_what_an_interrupted_force_rebuild_set_aside(run_copy):
+    """A --force rebuild moves the finished entry to .replaced/ and is killed: that copy is the only finished
+    one until the rebuild completes, so gc keeps it; once the entry is complete again it is a leftover."""
+    cfg = config.load(overrides_for(run_copy))
+    entry = _entry(run_copy, "cold_sft")
+    aside = entry.parent / ".replaced" / entry.name
+    aside.parent.mkdir()
+    entry.rename(aside)  # as execute._set_aside leaves it when the rebuild is killed before finishing
+    entry.mkdir()
+    assert not any(e.path == aside for e in store.unused(store.entries(store.root(cfg))))
+    shutil.rmtree(entry)
+    shutil.copytree(aside, entry)  # the rebuild finished (its bytes do not matter here)
+    assert any(e.path == aside for e in store.unused(store.entries(store.root(cfg))))
