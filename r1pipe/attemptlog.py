@@ -128,7 +128,7 @@ def _last_frame(line: bytes) -> bytes:
 def record_failure(entry: Path, message: str, log_path: Path) -> None:
     """The one line `status` shows for a stage whose last attempt failed."""
     try:
-        mf.write_json_atomic(entry / LAST_ERROR, {"error": message, "log": str(log_path), "at": _now()})
+        mf.write_json_atomic(entry / LAST_ERROR, {"error": message, "log": str(log_path), "at": now()})
     except OSError:
         pass  # the disk that failed the stage may refuse this too: the terminal had the message
 
@@ -137,7 +137,8 @@ def last_failure(entry: Path | None) -> dict | None:
     return mf.read_json_dict(entry / LAST_ERROR) if entry else None
 
 
-def _now() -> str:
+def now() -> str:
+    """UTC, to the second: the time stamps of a manifest and of a failure record."""
     import datetime as dt
 
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -11,7 +11,6 @@ fails puts the previous outputs back when they are still valid.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import shutil
 import time
@@ -128,7 +127,7 @@ def _attempt(
         contamination_against=_benchmarks(cfg) if (stage_cfg.get("decontaminate") or {}).get("enabled") else {},
     )
     log.info("%s: %s (fingerprint %s)", name, "resuming" if resume else "running", s.expected[:12])
-    started, t0 = _now(), time.time()
+    started, t0 = attemptlog.now(), time.time()
     memory = PeakRSS().start()
     gpu_peak_mb(reset=True)
     launcher = launch.spec(cfg)
@@ -178,7 +177,7 @@ def _attempt(
         "resumed": resume,
         "invocation": invocation(),
         "started_at": started,
-        "finished_at": _now(),
+        "finished_at": attemptlog.now(),
         "duration_s": round(time.time() - t0, 2),
     }
     mf.write_json_atomic(stage_dir / mf.MANIFEST, manifest)
@@ -271,7 +270,3 @@ def invocation() -> dict[str, Any]:
         user = None
     return {"argv": ["r1pipe", *sys.argv[1:]], "user": user, "host": socket.gethostname(), "cwd": os.getcwd(),
             "pid": os.getpid()}
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -231,7 +231,7 @@ EVAL_HEAD = ["stage", "benchmark", "problems", "greedy", "pass@1", "cons@k", "st
              "training data decontaminated", "cache"]
 
 
-def _md_table(head: list[str], body: list[list[str]]) -> str:
+def md_table(head: list[str], body: list[list[str]]) -> str:
     def cell(s: str) -> str:
         return s.replace("|", "\\|").replace("\n", " ")
 
@@ -241,10 +241,10 @@ def _md_table(head: list[str], body: list[list[str]]) -> str:
 
 
 def _markdown(title, when, head, body, plots, evals) -> str:
-    parts = [f"# {title}", f"Generated {when} by `r1pipe report`.", "## Stages", _md_table(head, body)]
+    parts = [f"# {title}", f"Generated {when} by `r1pipe report`.", "## Stages", md_table(head, body)]
     if evals:
         parts += ["## Evaluation (R1 protocol: pass@1 over k samples at T=0.6, top-p 0.95; ± one standard error)",
-                  _md_table(EVAL_HEAD, evals)]
+                  md_table(EVAL_HEAD, evals)]
     for name, plot_title, caption in plots:
         parts += [f"## {plot_title}", f"![{plot_title}]({name})"] + ([caption] if caption else [])
     return "\n\n".join(parts) + "\n"
@@ -356,10 +356,10 @@ def seeds_markdown(cfg, seeds: list[int]) -> str:
         raise R1Error(f"no run of seeds {', '.join(map(str, seeds))} under {config_mod.run_dir(cfg)}-seed*",
                       hint="run them first: r1pipe seeds --seeds ... (without --summary-only)")
     headline = next((ev["benchmark"] for run in evals.values() for ev in run.values() if ev.get("benchmark")), "")
-    tables = [f"### {headline}\n\n{_md_table(*across_seeds(evals))}"]
+    tables = [f"### {headline}\n\n{md_table(*across_seeds(evals))}"]
     others = dict.fromkeys(b for run in evals.values() for ev in run.values() for b in ev.get("benchmarks") or {})
     for name in others:
         per = {seed: {stage: (ev.get("benchmarks") or {}).get(name, {}) for stage, ev in run.items()}
                for seed, run in evals.items()}
-        tables.append(f"### {name}\n\n{_md_table(*across_seeds(per))}")
+        tables.append(f"### {name}\n\n{md_table(*across_seeds(per))}")
     return "\n\n".join(tables)
