@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 R1PIPE := $(VENV)/bin/r1pipe
 CONF   ?= tiny
 
-.PHONY: install smollm2 test pipeline smollm2-ci presets faults bench clean gpu-check gpu-wheels
+.PHONY: install smollm2 test pipeline smollm2-ci presets faults bench clean gpu-check gpu-wheels sandbox
 
 # The stamp depends on pyproject.toml, so editing dependencies reinstalls. torch is named in the same
 # pip call (pinned in pyproject too) so the resolver never reaches for a CUDA build.
@@ -30,7 +30,17 @@ $(VENV)/.deepspeed: $(VENV)/.installed
 smollm2: install
 	$(R1PIPE) fetch smollm2
 
-test: install smollm2 $(VENV)/.deepspeed
+# bubblewrap, which the code verifier runs model-written programs under (r1pipe/sandbox.py, docs/code.md). A
+# system package: installed here when this user may (root, or sudo without a password); otherwise this says
+# how, and the tests that need it are skipped.
+sandbox:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap; }; \
+	  elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then sudo -n apt-get install -y -qq bubblewrap; \
+	  else echo "bubblewrap is not installed (apt install bubblewrap, or dnf/pacman): code-verifier tests will be skipped"; fi; }
+
+test: install smollm2 $(VENV)/.deepspeed sandbox
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 
 # The tiny recipe, then R1-Zero on the same tiny base (runs end to end; learns nothing from random weights),
