@@ -6,6 +6,7 @@ schema supplies the hub id, split, column mapping and answer extraction, so a co
     {schema: math500}                                   # HuggingFaceH4/MATH-500, test split
     {schema: gsm8k, path: data/gsm8k_test.jsonl}        # a local copy in GSM8K's layout
     {schema: aime2024, limit: 10, prompt_template: "{prompt}\\nPut the final answer in <answer></answer>."}
+    {schema: humaneval, path: data/humaneval.jsonl}     # code: replies run against the tests (verifier code)
     {builtin: arithmetic, size: 500, seed: 7}           # no schema: an ordinary data source
 
 and anything the user writes wins over the schema's defaults. `verifier` belongs to the evaluation, not to
@@ -53,6 +54,28 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "split": "train",
         "fields": {"prompt": "problem", "answer": "answer", "id": "id"},
         "verifier": "math",
+    },
+    "mbpp": {
+        "doc": "MBPP (Austin et al. 2021), 974 short Python tasks (500 in test); columns task_id, text, code, "
+        "test_list (asserts), test_setup_code, challenge_test_list. Asked as in the paper, tests shown",
+        "hub": "google-research-datasets/mbpp",
+        "name": "full",
+        "split": "test",
+        # the question decontamination compares is the task's text: the tests and the boilerplate around them
+        # would make every MBPP row look like every other
+        "fields": {"prompt": "{text}\nYour code should pass these tests:\n{test_list}", "answer": "test_list",
+                   "solution": "code", "id": "task_id", "question": "text"},
+        "verifier": "code",
+    },
+    "humaneval": {
+        "doc": "HumanEval (Chen et al. 2021), 164 Python functions to complete from a signature and docstring; "
+        "columns task_id, prompt, canonical_solution, test (defines check), entry_point",
+        "hub": "openai/openai_humaneval",
+        "split": "test",
+        "fields": {"prompt": "Complete this Python function; give the whole function.\n```python\n{prompt}```",
+                   "answer": "{test}\ncheck({entry_point})", "solution": "{prompt}{canonical_solution}",
+                   "id": "task_id", "question": "prompt"},
+        "verifier": "code",
     },
 }
 

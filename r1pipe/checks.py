@@ -5,17 +5,20 @@ sources' kinds. Used by every run and by `run-all --dry-run` (r1pipe/preflight.p
 
 from __future__ import annotations
 
+from r1pipe import benchmarks, data, launch, needs, stages, verifiers
 from r1pipe import config as config_mod
-from r1pipe import data, launch, stages
 from r1pipe.errors import R1Error
 
 
 def validate(cfg, names: list[str]) -> None:
     """Pre-flight checks of each stage's config (TRL field names and types, batch arithmetic), no model loaded."""
+    code_checked_in: list[str] = []  # what runs model-written programs: the sandbox must work before it starts
     if names and cfg.eval.after_stage:
-        from r1pipe.evaluation import check_settings
+        from r1pipe.evaluation import benchmark_specs, check_settings
 
         check_settings(config_mod.to_plain(cfg.eval))
+        code_checked_in += [f"eval.benchmarks.{b}" for b, spec in benchmark_specs(config_mod.to_plain(cfg.eval)).items()
+                            if benchmarks.verifier(spec) == "code"]
     launcher = launch.spec(cfg)
     launch.check(launcher)
     # a source that names two kinds (a +KEY={path: ...} merged into a builtin) fails here, naming the task key
@@ -35,5 +38,27 @@ def validate(cfg, names: list[str]) -> None:
             raise R1Error(f"{name}.peft: a LoRA stage saves its adapter merged into whole weights, which {sharding} "
                           "splits across ranks", hint=f"use launcher=deepspeed_zero2 or torchrun (every rank holds the "
                           f"frozen base once), or {name}.peft=null")
+        if stage_cfg.get("verifier") is not None:
+            verifiers.check_name(stage_cfg["verifier"], f"{name}.verifier")
+        if config_mod.runs_code(stage_cfg):
+            code_checked_in.append(name)
         if hasattr(stage.module, "validate"):
             stage.module.validate(stage_cfg, world_size=world)  # the processes the launcher will start (batch rules)
+    if code_checked_in:
+        check_sandbox(cfg, code_checked_in)
+
+
+def check_sandbox(cfg, users: list[str]) -> None:
+    """The sandbox settings, and that programs can run under them here (a bubblewrap that cannot start fails
+    now, in one line, not at the first GRPO step)."""
+    from r1pipe import sandbox
+
+    settings = verifiers.check_sandbox(config_mod.to_plain(cfg.get("sandbox")))
+    try:
+        sandbox.check(settings["mode"])
+    except R1Error as e:
+        if needs.defer("bubblewrap, able to start (apt install bubblewrap)", ", ".join(users)):  # a --dry-run here
+            return
+        who = ", ".join(users[:3]) + (f" and {len(users) - 3} more" if len(users) > 3 else "")
+        raise R1Error(f"{who} run{'s' if len(users) == 1 else ''} model-written programs: {e.message}",
+                      hint=e.hint) from e

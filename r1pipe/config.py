@@ -153,7 +153,22 @@ def stage_config(cfg, name: str) -> dict[str, Any]:
         # decontaminate=null checks nothing, said as such (ctx.load_rows refuses a stage without the key)
         spec = cfg.get("decontaminate")
         out["decontaminate"] = to_plain(spec) if spec is not None else {"enabled": False}
+    if runs_code(out):
+        # a program's limits decide whether it passes: part of the fingerprint of the stages that run programs,
+        # and of no other (a math run keeps its entries whatever the sandbox says)
+        out["sandbox"] = to_plain(cfg.get("sandbox")) if cfg.get("sandbox") is not None else None
     return out
+
+
+def runs_code(stage_cfg: dict[str, Any]) -> bool:
+    """Whether a stage's verifier runs programs: `verifier: code` (or yours), or a data source with a per-row
+    verifier column, which may name code."""
+    from r1pipe.verifiers import runs_code as by_name
+
+    if by_name(stage_cfg.get("verifier")):
+        return True
+    sources = [v for v in stage_cfg.values() if isinstance(v, dict)]
+    return any("verifier" in (s.get("fields") or {}) for s in sources if isinstance(s.get("fields"), dict))
 
 
 def run_dir(cfg) -> Path:

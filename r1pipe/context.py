@@ -43,6 +43,13 @@ class StageContext:
     launch: dict[str, Any] = field(default_factory=lambda: {"launcher": "local", "world_size": 1})
     _contamination_index: Any = None
 
+    def __post_init__(self) -> None:
+        # the runner and every launched rank build one: each then runs code replies with the stage's limits
+        if "sandbox" in self.config:
+            from r1pipe import verifiers
+
+            verifiers.configure(self.config["sandbox"])
+
     # -- inputs --------------------------------------------------------------------------------------------
 
     def load_rows(self, source: dict[str, Any], need: tuple[str, ...], label: str) -> list[dict[str, Any]]:

@@ -7,10 +7,12 @@ A source is a dict from a task config:
     {path: data/train.jsonl, fields: {prompt: question, answer: answer, solution: response}}
     {hub: openai/gsm8k, name: main, split: train, fields: {...}, answer_pattern: '####\\s*(.+)$'}
 
-`fields` maps r1pipe's names to the dataset's columns. `solution_template` builds the solution from several
-columns instead (s1K: '<think>\n{deepseek_thinking_trajectory}\n</think>\n{deepseek_attempt}'). A row missing a
-required field is an error that names the file, the row and the field. Content is only ever read as data (no
-pickle, no eval).
+`fields` maps r1pipe's names to the dataset's columns. A value with braces builds the field from several columns
+instead (HumanEval's answer: '{test}\ncheck({entry_point})'; a list column in braces is one item per line), and
+`solution_template` is the same for the solution (s1K: '<think>\n{deepseek_thinking_trajectory}\n</think>\n...').
+Any other name `fields` maps is an extra column, kept as the dataset has it: GRPO hands it to every reward (a
+code task's tests, a per-row `verifier`). A row missing a required field is an error that names the file, the
+row and the field. Content is only ever read as data (no pickle, no eval).
 
 A hub source reads a local copy instead of the network when $R1PIPE_DATA_MIRROR names a directory holding
 `<owner>/<name>/<split>.jsonl` (or .parquet): air-gapped clusters, and `--dry-run` against fixture files.
@@ -107,9 +109,11 @@ def with_prompt(rows: list[dict[str, str]], source: dict[str, Any], where: str) 
             raise R1Error(f"{where}: {key} must be a string, got {value!r}")
     out = []
     for row in rows:
+        # the question (what decontamination compares) is the prompt field unless the source maps its own
+        # (MBPP: the task's text, without the tests its prompt shows)
         row = {**row, "question": row.get("question", row["prompt"])}
         if template is not None:
-            row["prompt"] = template.format(prompt=row["question"])
+            row["prompt"] = template.format(prompt=row["prompt"])
         if system:
             row["system"] = system
         if prefix:
@@ -268,23 +272,33 @@ def _normalize(raw: list[dict[str, Any]], source: dict[str, Any], need: tuple[st
             raise R1Error(f"{where}: answer_pattern {source['answer_pattern']!r} is not a valid regex ({e})") from e
         if pattern.groups < 1:
             raise R1Error(f"{where}: answer_pattern needs one capture group around the answer", hint=r"e.g. '####\s*(.+)$'")
-    template = source.get("solution_template")
-    template_cols = _template_columns(template, where) if template and "solution" in need else None
+    # a field given as "{col} ..." is built from columns; solution_template is the older spelling of that
+    templates = {k: v for k, v in fields.items() if isinstance(v, str) and "{" in v}
+    if source.get("solution_template"):
+        templates["solution"] = source["solution_template"]
+    keys = list(need) + [k for k in extra_fields(source) if k not in need]
+    labels = {k: "solution_template" if k == "solution" and source.get("solution_template") else f"fields.{k}"
+              for k in templates}
+    template_cols = {k: _template_columns(templates[k], where, labels[k]) for k in keys if k in templates}
     rows = []
     for i, row in enumerate(raw, 1):
         out = {}
-        for key in need:
-            if key == "solution" and template_cols is not None:
-                out[key] = _fill(template, template_cols, row, where, i)
+        for key in keys:
+            if key in template_cols:
+                out[key] = _fill(templates[key], template_cols[key], row, where, i, labels[key])
                 continue
             col = fields[key]
             value = row.get(col)
-            if value is None or (isinstance(value, str) and not value.strip()):
+            if value is None or (isinstance(value, (str, list, dict)) and not value) or (
+                    isinstance(value, str) and not value.strip()):
                 raise R1Error(
                     f"{where}: row {i}: missing field {col!r} (r1pipe's {key})",
                     hint=f"fix the row, or map {key} to another column with fields.{key}",
                 )
-            value = str(value)
+            if key not in NORMALIZED:  # an extra column reaches rewards as the dataset has it (a list of tests...)
+                out[key] = value
+                continue
+            value = _lines(value) if isinstance(value, list) else str(value)
             if key == "answer" and pattern is not None:
                 m = pattern.search(value)
                 if not m:
@@ -295,32 +309,58 @@ def _normalize(raw: list[dict[str, Any]], source: dict[str, Any], need: tuple[st
     return rows
 
 
-def _template_columns(template: str, where: str) -> list[str]:
+def extra_fields(source: dict[str, Any]) -> list[str]:
+    """The columns a source carries besides prompt/answer/solution: every other name its `fields` maps (a
+    code task's `tests`, a per-row `verifier` or `language`). GRPO passes each to the rewards by that name."""
+    return [k for k in (source.get("fields") or {}) if k not in NORMALIZED]
+
+
+def extra_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """A loaded row's extra columns (see extra_fields): what is left besides r1pipe's own keys."""
+    return {k: v for k, v in row.items() if k not in _OWN}
+
+
+_OWN = (*NORMALIZED, "question", "system", "response_prefix")
+
+
+def _lines(value: list) -> str:
+    """A list field read as text: one item per line (MBPP's test_list, a list of asserts)."""
+    return "\n".join(str(v) for v in value)
+
+
+class _Lines(list):
+    """A list column in a template: indexable ({generations[0]}), and whole ({test_list}) one item per line."""
+
+    def __format__(self, spec: str) -> str:
+        return format(_lines(self), spec)
+
+
+def _template_columns(template: str, where: str, label: str = "solution_template") -> list[str]:
     import string
 
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as e:
-        raise R1Error(f"{where}: solution_template {template!r} is not a format string ({e})",
+        raise R1Error(f"{where}: {label} {template!r} is not a format string ({e})",
                       hint="columns in braces, literal braces doubled: {{ }}") from e
     cols = [re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields]  # {generations[0]}: the column generations
     if not cols or any(not c.isidentifier() for c in cols):
-        raise R1Error(f"{where}: solution_template {template!r} must name columns, e.g. {{solution}}")
+        raise R1Error(f"{where}: {label} {template!r} must name columns, e.g. {{solution}}")
     return list(dict.fromkeys(cols))
 
 
-def _fill(template: str, cols: list[str], row: dict[str, Any], where: str, i: int) -> str:
+def _fill(template: str, cols: list[str], row: dict[str, Any], where: str, i: int, label: str = "solution_template") -> str:
     values = {}
     for col in cols:
         value = row.get(col)
         if value is None or (isinstance(value, str) and not value.strip()):
-            raise R1Error(f"{where}: row {i}: missing field {col!r} (named in solution_template)",
+            raise R1Error(f"{where}: row {i}: missing field {col!r} (named in {label})",
                           hint="fix the row, or change the template")
-        values[col] = value if isinstance(value, (list, dict)) else str(value)
+        values[col] = _Lines(value) if isinstance(value, list) else value if isinstance(value, dict) else str(value)
     try:
         return template.format(**values)
     except (IndexError, KeyError, TypeError) as e:  # {generations[0]} on an empty list, and the like
-        raise R1Error(f"{where}: row {i}: solution_template cannot be filled ({type(e).__name__}: {e})",
+        raise R1Error(f"{where}: row {i}: {label} cannot be filled ({type(e).__name__}: {e})",
                       hint="fix the row, or change the template") from e
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from r1pipe import benchmarks, data, rewards
+from r1pipe import benchmarks, data, rewards, verifiers
 from r1pipe.config import to_plain
 from r1pipe.errors import R1Error
 from r1pipe.manifest import read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -42,27 +42,47 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return m, math.sqrt(var / n)
 
 
+def verified(samples: list[dict[str, Any]], verifier: str) -> tuple[list[bool] | None, list[list[bool]] | None]:
+    """Whether each greedy answer and each sample is right, checked in one batch (code runs in parallel)."""
+    golds = [s["answer"] for s in samples]
+    greedy = None
+    if samples and samples[0].get("greedy") is not None:
+        greedy = verifiers.verify_many([s["greedy"] for s in samples], golds, verifier)
+    per_sample = None
+    if samples and samples[0].get("samples"):
+        flat = verifiers.verify_many([c for s in samples for c in s["samples"]],
+                                     [s["answer"] for s in samples for _ in s["samples"]], verifier)
+        per_sample, i = [], 0
+        for s in samples:
+            per_sample.append(flat[i : i + len(s["samples"])])
+            i += len(s["samples"])
+    return greedy, per_sample
+
+
 def summarize(samples: list[dict[str, Any]], verifier: str) -> dict[str, Any]:
     """Metrics from saved samples: [{prompt, answer, greedy: str|None, samples: [str, ...]}, ...]."""
     out: dict[str, Any] = {"n_problems": len(samples)}
-    if samples and samples[0].get("greedy") is not None:
-        acc = [float(rewards.is_correct(s["greedy"], s["answer"], verifier)) for s in samples]
+    greedy_ok, samples_ok = verified(samples, verifier)
+    if greedy_ok is not None:
         fmt = [float(rewards.strict_format(s["greedy"])) for s in samples]
-        out["greedy_accuracy"], out["greedy_accuracy_se"] = mean_se(acc)
+        out["greedy_accuracy"], out["greedy_accuracy_se"] = mean_se([float(v) for v in greedy_ok])
         out["greedy_strict_format"], _ = mean_se(fmt)
-    if samples and samples[0].get("samples"):
+    if samples_ok is not None:
         k = len(samples[0]["samples"])
-        p1, cons, fmt, think_len, ans_len = [], [], [], [], []
-        for s in samples:
-            ok = [rewards.is_correct(c, s["answer"], verifier) for c in s["samples"]]
+        p1, fmt, think_len, ans_len = [], [], [], []
+        tops = []
+        for s, ok in zip(samples, samples_ok):
             p1.append(sum(ok) / k)
             fmt.append(sum(rewards.strict_format(c) for c in s["samples"]) / k)
-            top = rewards.majority_answer([rewards.predicted_answer(c, verifier) for c in s["samples"]], verifier)
-            cons.append(float(top is not None and rewards.is_correct(f"<answer>{top}</answer>", s["answer"], verifier)))
+            answers = [rewards.predicted_answer(c, verifier) for c in s["samples"]]
+            tops.append(rewards.majority_answer(answers, verifier))
             for c in s["samples"]:
                 think, summary = rewards.split_think(c)
                 think_len.append(len(think))
                 ans_len.append(len(summary))
+        golds = [s["answer"] for s in samples]
+        top_ok = verifiers.verify_many([f"<answer>{t}</answer>" for t in tops], golds, verifier)
+        cons = [float(t is not None and ok) for t, ok in zip(tops, top_ok)]
         out["k"] = k
         out["pass@1"], out["pass@1_se"] = mean_se(p1)
         out[f"cons@{k}"], out[f"cons@{k}_se"] = mean_se(cons)
@@ -81,15 +101,15 @@ def paired_difference(before: list[dict[str, Any]], after: list[dict[str, Any]],
     if asked(before) != asked(after):
         return {}
     out: dict[str, Any] = {}
-    if before[0].get("greedy") is not None and after[0].get("greedy") is not None:
-        d = [float(rewards.is_correct(y["greedy"], y["answer"], verifier)) - float(rewards.is_correct(x["greedy"], x["answer"], verifier))
-             for x, y in zip(before, after)]
+    (greedy_x, samples_x), (greedy_y, samples_y) = verified(before, verifier), verified(after, verifier)
+    if greedy_x is not None and greedy_y is not None:
+        d = [float(y) - float(x) for x, y in zip(greedy_x, greedy_y)]
         out["greedy_accuracy_diff"], out["greedy_accuracy_diff_se"] = mean_se(d)
-    if before[0].get("samples") and after[0].get("samples"):
-        def p1(s):
-            return sum(rewards.is_correct(c, s["answer"], verifier) for c in s["samples"]) / len(s["samples"])
+    if samples_x is not None and samples_y is not None:
+        def p1(ok):
+            return sum(ok) / len(ok)
 
-        out["pass@1_diff"], out["pass@1_diff_se"] = mean_se([p1(y) - p1(x) for x, y in zip(before, after)])
+        out["pass@1_diff"], out["pass@1_diff_se"] = mean_se([p1(y) - p1(x) for x, y in zip(samples_x, samples_y)])
     return out
 
 
@@ -139,8 +159,8 @@ def _check_spec(name: str, spec: dict[str, Any]) -> None:
     if spec.get("schema") is not None and spec["schema"] not in benchmarks.SCHEMAS:
         raise R1Error(f"{where}: unknown benchmark schema {spec['schema']!r}",
                       hint=f"known schemas: {', '.join(sorted(benchmarks.SCHEMAS))}")
-    if spec.get("verifier") not in (None, "integer", "math"):
-        raise R1Error(f"{where}.verifier must be integer or math, got {spec['verifier']!r}")
+    if spec.get("verifier") is not None:
+        verifiers.check_name(spec["verifier"], f"{where}.verifier")
     benchmarks.resolve(spec, where)  # one kind of source: a +eval.benchmarks.X.path=... merged into a builtin fails here
 
 
@@ -188,8 +208,10 @@ def questions_sha256(rows: list[dict[str, str]]) -> str:
 def cache_key(model_sha256: str, rows: list[dict[str, str]], settings: dict[str, Any], verifier: str) -> str:
     rows_sha = rows_sha256(rows)
     gen = {k: settings.get(k) for k in GENERATION_KEYS}
-    blob = json.dumps({"model": model_sha256, "rows": rows_sha, "settings": gen, "verifier": verifier,
-                       "protocol": PROTOCOL_VERSION}, sort_keys=True)
+    key = {"model": model_sha256, "rows": rows_sha, "settings": gen, "verifier": verifier, "protocol": PROTOCOL_VERSION}
+    if verifiers.runs_code(verifier):  # a program's limits decide whether it passes
+        key["sandbox"] = verifiers.settings()
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -313,6 +335,7 @@ def evaluate_stage(cfg, stage_dir: Path, manifest: dict[str, Any]) -> dict[str, 
     trc = bool(cfg.get("trust_remote_code"))
     check_settings(settings)
     specs = benchmark_specs(settings)
+    verifiers.configure(to_plain(cfg.get("sandbox")))  # how a code benchmark's replies run
     cache_root = stage_dir.parent / CACHE_DIR
     metrics: dict[str, Any] = {}
     others: dict[str, Any] = {}

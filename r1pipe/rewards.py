@@ -1,165 +1,47 @@
-"""Answer parsing and verification: pure functions over completion text, shared by rewards and evaluation.
-
-R1's format is `<think>reasoning</think>` followed by the answer; r1pipe's tasks put the final answer in
-`<answer>…</answer>`. Strict format and lenient answer extraction are kept apart on purpose: early RL gains
-are often format learning, and an evaluation must be able to tell the two apart.
+"""Reward functions in TRL's signature, and how a config names and weights them. Answers are parsed in
+r1pipe/answers.py and checked by the verifiers in r1pipe/verifiers.py; the parsing names are re-exported here,
+where rewards, filters and evaluation have always read them.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import math
 import numbers
 import re
+from collections.abc import Callable, Mapping
 
+from r1pipe import verifiers
+from r1pipe.answers import (  # re-exported: what rewards, filters and evaluation read here
+    answer_part,
+    extract_answer,
+    final_code,
+    general_format,
+    int_key,
+    last_boxed,
+    majority_answer,
+    math_equal,
+    parse_int,
+    predicted_answer,
+    reasoning,
+    split_think,
+    strict_format,
+    too_big_to_verify,
+)
 from r1pipe.errors import R1Error, one_line
 
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
-_STRICT = re.compile(
-    r"\A\s*<think>((?:(?!</?think>|</?answer>).)*)</think>\s*<answer>((?:(?!</?answer>|</?think>).)*)</answer>\s*\Z",
-    re.S,
-)
-_INT = re.compile(r"[+-]?\d+")
-
-
-def extract_answer(text: str) -> str | None:
-    """Lenient: the last complete <answer> block after </think> (or anywhere, if there is no </think>)."""
-    tail = text.rsplit("</think>", 1)[-1]
-    found = _ANSWER.findall(tail)
-    return found[-1].strip() if found else None
-
-
-def strict_format(text: str) -> bool:
-    """Exactly one <think>…</think>, then exactly one <answer>…</answer>, nothing else around them."""
-    return _STRICT.match(text) is not None
-
-
-_GENERAL = re.compile(r"\A\s*(?:<think>((?:(?!</?think>|</?answer>).)*)</think>)?((?:(?!</?think>|</?answer>).)*)\Z", re.S)
-
-
-def general_format(text: str) -> bool:
-    """A general (non-verifiable) reply: at most one think part, first, then a non-empty reply with no tags."""
-    m = _GENERAL.match(text)
-    return m is not None and bool(m.group(2).strip())
-
-
-def split_think(text: str) -> tuple[str, str]:
-    """(reasoning, summary): the text inside <think> and the text after </think>."""
-    if "</think>" not in text:
-        return "", text
-    head, tail = text.split("</think>", 1)
-    return head.replace("<think>", "", 1), tail
-
-
-def parse_int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    cleaned = text.strip().replace(",", "").replace(" ", "")
-    return int(cleaned) if _INT.fullmatch(cleaned) else None
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last \\boxed{...} (nested braces allowed): how most math models give answers."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 0, start + len("\\boxed")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1 : j].strip()
-    return None  # unclosed: cut off by the token limit
-
-
-def predicted_answer(completion: str, verifier: str = "integer") -> str | None:
-    """The answer a completion gives: its last <answer> block after the reasoning, or for math a final
-    \\boxed{} when there is none. What accuracy checks and what majority voting counts."""
-    pred = extract_answer(completion)
-    if pred is None and verifier == "math":
-        pred = last_boxed(completion.rsplit("</think>", 1)[-1])
-    return pred
-
-
-def majority_answer(answers: list[str | None], verifier: str = "integer") -> str | None:
-    """cons@k's vote: the answer most of `answers` give, counting equal answers as one ("05" and "5", "5,000" and
-    "5000" for integers; math-verify's equivalence for math, so \\frac12 and 0.5 vote together). None, and for
-    integers an answer that is no integer, does not vote; a tie goes to the answer given first. Returns one of
-    the answers as written."""
-    groups: list[list[str]] = []  # each: the answers equal to its first one
-    for a in answers:
-        if a is None:
-            continue
-        if verifier == "integer":
-            key = parse_int(a)
-            if key is None:
-                continue
-            same = next((g for g in groups if parse_int(g[0]) == key), None)
-        else:
-            same = next((g for g in groups if g[0] == a or math_equal(a, g[0], cache_gold=False)), None)
-        if same is None:
-            groups.append([a])
-        else:
-            same.append(a)
-    return max(groups, key=len)[0] if groups else None  # max keeps the first of equal lengths
+__all__ = [  # the parsing names included
+    "COLUMNS", "REGISTRY", "accuracy", "answer_part", "build", "completion_text", "extract_answer",
+    "final_code", "format_reward", "general_format", "int_key", "is_correct", "language_consistency",
+    "language_share", "last_boxed", "length_cosine", "majority_answer", "math_equal", "overlong", "parse_int",
+    "predicted_answer", "reasoning", "repetition", "response_prefix", "split_think", "strict_format",
+    "tag_count", "too_big_to_verify", "weights", "whole_replies",
+]
 
 
 def is_correct(completion: str, gold: str, verifier: str = "integer") -> bool:
-    """Does the completion's extracted answer equal the gold answer? verifier: integer | math.
-
-    Lenient on purpose (strict format is counted apart): for math, an answer in a final \\boxed{} after the
-    reasoning counts when there is no <answer> block, as public math benchmarks are usually answered."""
-    pred = predicted_answer(completion, verifier)
-    if pred is None:
-        return False
-    if verifier == "integer":
-        p, g = parse_int(pred), parse_int(gold)
-        return p is not None and p == g
-    if verifier == "math":
-        return math_equal(pred, gold)
-    raise ValueError(f"unknown verifier {verifier!r} (integer | math)")
-
-
-def math_equal(pred: str, gold: str, cache_gold: bool = True) -> bool:
-    if too_big_to_verify(pred) or too_big_to_verify(gold):
-        return False
-    import threading
-
-    from math_verify import parse, verify
-
-    # math-verify's timeouts use SIGALRM, which only the main thread can take; elsewhere they are off, and
-    # too_big_to_verify is what stands between a sampled power tower and a stalled training step.
-    t = 5 if threading.current_thread() is threading.main_thread() else None
-    if t is None:
-        logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout is disabled" on every call
-    # GRPO checks every one of a group's completions against the same gold answer: parse it once
-    gold_parsed = _parsed_gold(gold, t) if cache_gold else parse(_boxed(gold), parsing_timeout=t)
-    pred_parsed = parse(_boxed(pred), parsing_timeout=t)
-    if not gold_parsed or not pred_parsed:
-        return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=t))
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _parsed_gold(gold: str, timeout: int | None):
-    from math_verify import parse
-
-    return parse(_boxed(gold), parsing_timeout=timeout)
-
-
-# An exponent that holds another exponent (9^{9^{9}}, 9^9^9) or has 8+ digits: sympy would compute the power
-# exactly, for minutes and gigabytes, and no timeout can interrupt one C-level integer power.
-_HUGE_POWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\d+\s*\^|\^\s*\{?\s*\d{8,}|\*\*\s*\(?[^()]*\*\*")
-
-
-def too_big_to_verify(text: str) -> bool:
-    """Whether an answer is too long or holds a power too big to check (it then counts as not equal)."""
-    return len(text) > 2000 or bool(_HUGE_POWER.search(text))
-
-
-def _boxed(text: str) -> str:
-    # math-verify finds a bare number or expression most reliably when it is boxed.
-    return text if "\\boxed" in text else f"\\boxed{{{text}}}"
+    """Is the completion's answer right by `verifier`: integer | math | code | yours (`package.module:function`,
+    r1pipe/verifiers.py)?"""
+    return bool(verifiers.get(verifier)(completion, gold))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -173,8 +55,21 @@ def completion_text(c) -> str:
     if isinstance(c, str):
         return c
     if isinstance(c, list):  # conversational: the assistant message(s)
-        return "".join(m.get("content", "") for m in c if isinstance(m, dict))
+        return "".join(_message_text(m) for m in c if isinstance(m, dict))
     return str(c)
+
+
+# A tokenizer with a response template makes TRL parse each reply: the think part moves to a field of its own
+# (`thinking` in LFM2.5's template), without its tags and the whitespace around it.
+_THINK_FIELDS = ("reasoning_content", "thinking")
+
+
+def _message_text(m: dict) -> str:
+    # Put back in front, a well-formed reply reads as one again for format and language_consistency. A cut-off
+    # reply parses as reasoning and no content: it reads back closed, with nothing after it, so it has no answer.
+    content = m.get("content") or ""
+    think = next((m[k] for k in _THINK_FIELDS if m.get(k) is not None), None)
+    return content if think is None else f"<think>{think}</think>{content}"
 
 
 def response_prefix(turns) -> str:
@@ -188,13 +83,14 @@ def response_prefix(turns) -> str:
 
 def whole_replies(completions, prompts) -> list:
     """Completions with their prompt's `response_prefix` put back in front: TRL hands rewards only what was
-    sampled, and format and answers are judged on the whole reply."""
+    sampled, and format and answers are judged on the whole reply. A message TRL parsed is whole already: its
+    parser reads the reply with the prompt before it, so a prefilled "<think>" comes back as its think field."""
     if not prompts:
         return list(completions)
     out = []
     for c, p in zip(completions, prompts):
         prefix = response_prefix(p)
-        if not prefix:
+        if not prefix or _parsed(c):
             out.append(c)
         elif isinstance(c, list):
             out.append([{"role": "assistant", "content": prefix + completion_text(c)}])
@@ -203,17 +99,23 @@ def whole_replies(completions, prompts) -> list:
     return out
 
 
+def _parsed(c) -> bool:
+    return isinstance(c, list) and any(isinstance(m, dict) and any(k in m for k in _THINK_FIELDS) for m in c)
+
+
 def accuracy(completions, answer=None, verifier=None, **_) -> list[float | None]:
-    """1 if the extracted answer equals the gold one (integer exact match or math-verify), else 0."""
+    """1 if the completion's answer is right by its row's verifier (r1pipe/verifiers.py), else 0. A batch is
+    checked at once: a code task's programs run in parallel."""
     n = len(completions)
     answers = answer if answer is not None else [None] * n
-    verifiers = verifier if verifier is not None else ["integer"] * n
-    out: list[float | None] = []
-    for c, gold, v in zip(completions, answers, verifiers):
-        if gold is None or (isinstance(gold, str) and not gold.strip()):
-            out.append(None)  # a general prompt: no verifiable answer
-        else:
-            out.append(1.0 if is_correct(completion_text(c), str(gold), v or "integer") else 0.0)
+    names = verifier if verifier is not None else ["integer"] * n
+    # a general prompt (no verifiable answer) gets None: TRL leaves it out of that row's sum
+    rows = [i for i, gold in enumerate(answers) if not (gold is None or (isinstance(gold, str) and not gold.strip()))]
+    ok = verifiers.verify_many([completion_text(completions[i]) for i in rows], [str(answers[i]) for i in rows],
+                               [names[i] or "integer" for i in rows])
+    out: list[float | None] = [None] * n
+    for i, passed in zip(rows, ok):
+        out[i] = 1.0 if passed else 0.0
     return out
 
 
@@ -254,9 +156,10 @@ def language_share(text: str, language: str = "en") -> float:
 
 
 def language_consistency(completions, language=None, target_language: str = "en", **_) -> list[float | None]:
-    """Share of chain-of-thought words in the target language (a `language` column overrides per row)."""
+    """Share of chain-of-thought words in the target language (a `language` column overrides per row). A think
+    part that never closes is reasoning to the end of the text."""
     langs = language if language is not None else [target_language] * len(completions)
-    return [language_share(split_think(completion_text(c))[0], lang or target_language) for c, lang in zip(completions, langs)]
+    return [language_share(reasoning(completion_text(c)), lang or target_language) for c, lang in zip(completions, langs)]
 
 
 def _length(c, ids) -> int:
@@ -282,23 +185,39 @@ def length_cosine(
     return out
 
 
-def repetition(completions, ngram: int = 3, max_penalty: float = -1.0, **_) -> list[float | None]:
-    """Penalty for repeated word n-grams: max_penalty x (1 - unique/total). 0 for text shorter than n."""
+# Scripts written without spaces between words (Chinese, Japanese): each character is a unit of its own.
+_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_UNIT = re.compile(rf"[{_UNSPACED}]|[^\W{_UNSPACED}]+|[^\w\s]")
+
+
+def _units(text: str) -> list[str]:
+    """What repetition counts in text: runs of letters and digits, single symbols and single characters of
+    unspaced scripts, so "7+5=12" written over and over without spaces, or Chinese, repeats as it would in tokens
+    (whitespace-split words would see one long word, or none)."""
+    return _UNIT.findall(text)
+
+
+def repetition(completions, completion_ids=None, ngram: int = 3, max_penalty: float = -1.0, **_) -> list[float | None]:
+    """Penalty for repeated n-grams: max_penalty x (1 - unique/total), 0 for a completion shorter than n. The
+    n-grams are of token ids, which TRL passes (as its own repetition reward counts them: any language, any
+    spacing), or of the text's `_units` when there are none."""
+    ids = completion_ids or [None] * len(completions)
     out: list[float | None] = []
-    for c in completions:
-        words = completion_text(c).split()
-        grams = [tuple(words[i : i + ngram]) for i in range(len(words) - ngram + 1)]
+    for c, i in zip(completions, ids):
+        units = list(i) if i is not None else _units(completion_text(c))
+        grams = list(zip(*(units[k:] for k in range(ngram))))
         out.append(0.0 if not grams else max_penalty * (1 - len(set(grams)) / len(grams)))
     return out
 
 
 def overlong(completions, completion_ids=None, max_length: int = 512, buffer: int = 64, **_) -> list[float | None]:
-    """DAPO's soft overlong punishment: 0 up to max_length - buffer, then linear down to -1 at max_length."""
+    """DAPO's soft overlong punishment: 0 up to max_length - buffer, then linear down to -1 at max_length, -1
+    beyond. buffer 0 is the hard cut-off (-1 past max_length, else 0)."""
     ids = completion_ids or [None] * len(completions)
     out: list[float | None] = []
     for c, i in zip(completions, ids):
-        excess = _length(c, i) - (max_length - buffer)
-        out.append(0.0 if excess <= 0 else max(-1.0, -excess / buffer))
+        n, start = _length(c, i), max_length - buffer
+        out.append(0.0 if n <= start else -1.0 if n > max_length else -(n - start) / buffer)
     return out
 
 
@@ -312,16 +231,65 @@ REGISTRY = {
     "overlong": overlong,
 }
 
+# What TRL passes every reward on each call: its own arguments, then every dataset column (r1pipe's rows carry
+# answer, verifier, kind; a source's extra fields add language, tests...). A setting by one of these names would
+# replace the per-row list with one value, which a reward then reads letter by letter.
+COLUMNS = frozenset({"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
+                     "environments", "answer", "verifier", "kind", "language", "tests", "solution"})
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# What build() checks of each registered reward's settings, on the values a run would use (the config's over the
+# defaults): (setting, test(value, all settings), what it must be). Types come before the tests that compare.
+_RULES: dict[str, list[tuple[str, Callable[[object, dict], bool], str]]] = {
+    "language_consistency": [
+        ("target_language", lambda v, p: isinstance(v, str) and v in _SCRIPTS, f"must be one of {', '.join(_SCRIPTS)}"),
+    ],
+    "length_cosine": [
+        ("max_length", lambda v, p: _whole(v) and v >= 1, "must be a whole number >= 1"),
+        *[(k, lambda v, p: _number(v), "must be a number") for k in ("min_correct", "max_correct", "min_wrong",
+                                                                      "max_wrong")],
+        ("max_correct", lambda v, p: v >= p["min_correct"], "must be >= min_correct ({min_correct})"),
+        ("max_wrong", lambda v, p: v >= p["min_wrong"], "must be >= min_wrong ({min_wrong})"),
+        ("max_wrong", lambda v, p: v <= p["min_correct"],
+         "must be <= min_correct ({min_correct}): else a wrong answer outscores a right one"),
+    ],
+    "repetition": [
+        ("ngram", lambda v, p: _whole(v) and v >= 1, "must be a whole number >= 1"),
+        ("max_penalty", lambda v, p: _number(v) and v <= 0, "must be a number <= 0 (above 0 it rewards repeating)"),
+    ],
+    "overlong": [
+        ("max_length", lambda v, p: _whole(v) and v >= 1, "must be a whole number >= 1"),
+        ("buffer", lambda v, p: _whole(v) and 0 <= v <= p["max_length"],
+         "must be a whole number from 0 (a hard cut-off) to max_length ({max_length})"),
+    ],
+}
+
 
 def build(spec: dict[str, dict]) -> tuple[list, list[float]]:
     """Reward functions and weights from config ({name: {weight: w, **params}}), named for TRL's logs.
-    A reward set to null is left out (how a preset removes one it inherits)."""
+    A reward set to null is left out (how a preset removes one it inherits).
+
+    Raises:
+        R1Error: an unknown reward or setting, a setting named like a per-row column, a setting of the wrong
+            type or out of range, a weight that is no number. Stages call this when their config is checked,
+            before any model loads."""
     funcs = []
     for name, params in spec.items():
         if params is None:
             continue
-        fn = _lookup(name, params.get("function"))
-        funcs.append(_bind(name, fn, {k: v for k, v in params.items() if k not in ("weight", "function")}))
+        function = _settings(name, params).get("function")
+        fn = _lookup(name, function)
+        settings = {k: v for k, v in params.items() if k not in ("weight", "function")}
+        _check(name, fn, settings, _RULES.get(name, []) if function is None else [])
+        funcs.append(_bind(name, fn, settings))
     if not funcs:
         raise R1Error("no reward functions configured", hint="set rewards: {accuracy: {weight: 1.0}, ...}")
     return funcs, weights(spec)
@@ -329,7 +297,22 @@ def build(spec: dict[str, dict]) -> tuple[list, list[float]]:
 
 def weights(spec: dict[str, dict]) -> list[float]:
     """One weight per configured reward (default 1.0), in the order build() returns the functions."""
-    return [float(p.get("weight", 1.0)) for p in spec.values() if p is not None]
+    out = []
+    for name, params in spec.items():
+        if params is None:
+            continue
+        w = _settings(name, params).get("weight", 1.0)
+        if not _number(w):
+            raise R1Error(f"reward {name}: weight={w!r} must be a number", hint="e.g. weight: 1.0")
+        out.append(float(w))
+    return out
+
+
+def _settings(name: str, params) -> Mapping:
+    if not isinstance(params, Mapping):
+        raise R1Error(f"reward {name}: expected its settings, got {params!r}",
+                      hint=f"e.g. {name}: {{weight: 1.0}}")
+    return params
 
 
 def _lookup(name: str, function: str | None):
@@ -339,23 +322,43 @@ def _lookup(name: str, function: str | None):
         if name in REGISTRY:
             return REGISTRY[name]
         raise R1Error(f"unknown reward {name!r}", hint=f"rewards: {', '.join(REGISTRY)}, or set function: module:func")
+    if not isinstance(function, str) or ":" not in function:
+        raise R1Error(f"reward {name}: function={function!r} must be 'package.module:function'")
     import importlib
 
     module, _, attr = function.partition(":")
     try:
-        return getattr(importlib.import_module(module), attr)
+        fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError, ValueError) as e:
         raise R1Error(f"cannot import reward {name!r} from {function!r}: {e}", hint="is the module on PYTHONPATH?") from e
+    if not callable(fn):
+        raise R1Error(f"reward {name}: {function!r} is not a function", hint="a reward is f(completions, **columns)")
+    return fn
+
+
+def _check(name: str, fn, settings: dict, rules: list) -> None:
+    """One line for the first setting build() refuses: a per-row column, a parameter fn does not take, a rule."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    for key in settings:
+        if key in COLUMNS:
+            also = "; for one language, set target_language" if key == "language" else ""
+            raise R1Error(f"reward {name}: {key} is a per-row column TRL passes from the dataset, not a setting",
+                          hint="put it in the data" + also)
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    accepted = {k for k, p in params.items() if p.kind not in variadic} - COLUMNS
+    unknown = sorted(set(settings) - accepted)
+    if unknown:
+        raise R1Error(f"reward {name} has no parameter {unknown[0]!r}",
+                      hint=f"it takes: {', '.join(sorted(accepted)) or 'none'}")
+    values = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty} | settings
+    for key, ok, must in rules:
+        if not ok(values[key], values):
+            raise R1Error(f"reward {name}: {key}={values[key]!r} {must.format_map(values)}")
 
 
 def _bind(name: str, fn, params: dict):
-    import inspect
-
-    accepted = set(inspect.signature(fn).parameters)
-    unknown = set(params) - accepted
-    if unknown:
-        raise R1Error(f"reward {name} has no parameter {sorted(unknown)[0]!r}", hint=f"it takes: {sorted(accepted - {'completions', '_'})}")
-
     where = getattr(fn, "__module__", "?") + ":" + getattr(fn, "__qualname__", name)
 
     def reward(completions, **kwargs):

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from r1pipe import data, filters, rewards
+from r1pipe import data, filters, rewards, verifiers
 from r1pipe.errors import R1Error
 
 log = logging.getLogger("r1pipe")
@@ -70,8 +70,12 @@ def sample_and_filter(ctx, source: str, rows: list[dict[str, str]], cfg: dict[st
     source_fp = ctx.parent_manifests[source]["fingerprint"]
     language = cfg["filters"].get("language", "en")
     kept, rejected = [], []
+    # every sample checked in one batch: a code task's programs run in parallel
+    golds = [row["answer"] for row, comps in zip(rows, completions) for _ in comps]
+    flat = verifiers.verify_many([t for comps in completions for t in comps], golds, cfg["verifier"])
     for pid, (row, comps) in enumerate(zip(rows, completions)):
-        reasons = filters.select(comps, row["answer"], cfg["verifier"], cfg["filters"])
+        correct, flat = flat[: len(comps)], flat[len(comps) :]
+        reasons = filters.select(comps, row["answer"], cfg["verifier"], cfg["filters"], correct=correct)
         for j, (text, reason) in enumerate(zip(comps, reasons)):
             rec = {
                 "messages": data.chat(row) + [{"role": "assistant", "content": text}],
@@ -81,9 +85,9 @@ def sample_and_filter(ctx, source: str, rows: list[dict[str, str]], cfg: dict[st
                 "source_stage": source,
                 "source_fingerprint": source_fp,
                 "answer": row["answer"],
-                "reward_accuracy": float(rewards.is_correct(text, row["answer"], cfg["verifier"])),
+                "reward_accuracy": float(correct[j]),
                 "reward_format": float(rewards.strict_format(text)),
-                "reward_language": rewards.language_share(rewards.split_think(text)[0], language),
+                "reward_language": rewards.language_share(rewards.reasoning(text), language),
                 "filter_reason": reason,
             }
             (kept if reason == "kept" else rejected).append(rec)

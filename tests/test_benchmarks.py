@@ -46,7 +46,7 @@ def test_resolve_without_schema_is_unchanged():
 def test_unknown_schema_names_the_known_ones():
     with pytest.raises(R1Error, match="unknown benchmark schema 'gsm9k'") as e:
         benchmarks.resolve({"schema": "gsm9k"})
-    assert "aime2024, gsm8k, math500" in str(e.value)
+    assert "aime2024, gsm8k, humaneval, math500, mbpp" in str(e.value)
 
 
 def test_verifier_precedence():

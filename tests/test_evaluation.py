@@ -159,7 +159,7 @@ def test_decontamination_compares_questions_not_the_prompt_template():
 @pytest.mark.parametrize("override, message", [
     ("+eval.benchmarks.x={path: a.jsonl, prompt_template: 5}", "eval.benchmarks.x.prompt_template must be a str"),
     ("+eval.benchmarks.x={schema: gsm9k}", "unknown benchmark schema 'gsm9k'"),
-    ("+eval.benchmarks.x={path: a.jsonl, verifier: exact}", "verifier must be integer or math"),
+    ("+eval.benchmarks.x={path: a.jsonl, verifier: exact}", "eval.benchmarks.x.verifier: unknown verifier 'exact'"),
     ("eval.budget=16", "eval.budget must be a mapping"),
     ("eval.budget.max_waits=-1", "eval.budget.max_waits must be a whole number"),
 ])

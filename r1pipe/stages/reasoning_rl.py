@@ -126,10 +126,9 @@ def run(ctx) -> dict[str, Any]:
     if cfg["difficulty_filter"]["enabled"]:
         rows, filter_stats = _difficulty_filter(ctx, model, tokenizer, rows, cfg)
 
-    dataset = Dataset.from_list(
-        [{"prompt": data.ask(r), "answer": r["answer"], "verifier": cfg["verifier"]}
-         for r in rows]
-    )
+    # every column a source maps reaches the rewards (TRL passes them by name): a code task's tests, a per-row verifier
+    dataset = Dataset.from_list([{**data.extra_columns(r), "prompt": data.ask(r), "answer": r["answer"],
+                                  "verifier": verifier_of(r, cfg)} for r in rows])
     # With a peft: block TRL trains a LoRA adapter, and its reference model for the KL term is this same model
     # with the adapter switched off: no second copy is loaded
     rollout = rollout_func(cfg, args)
@@ -149,10 +148,18 @@ def run(ctx) -> dict[str, Any]:
     return {**metrics, "prompts": len(rows), "difficulty_filter": filter_stats, **last_logged(ctx.metrics_path)}
 
 
+def verifier_of(row: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """A row's verifier: its own `verifier` column when the source maps one (math and code prompts in one
+    dataset), else the stage's."""
+    from r1pipe import verifiers
+
+    return verifiers.check_name(row.get("verifier") or cfg["verifier"], f"{NAME}.data: a row's verifier")
+
+
 def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
     """Keep prompts the starting model solves sometimes but not always (cached on disk for resume)."""
+    from r1pipe import verifiers
     from r1pipe.generation import Sampling, generate
-    from r1pipe.rewards import is_correct
 
     f = cfg["difficulty_filter"]
     cache = ctx.dir / "difficulty.jsonl"
@@ -176,7 +183,10 @@ def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
         # bf16 autocast: pass rates need no more precision than evaluation's bf16 samples have
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=f.get("dtype") == "bfloat16"):
             outs = generate(model, tokenizer, [data.ask(r) for r in rows], sampling, desc="difficulty filter")
-        rates = [sum(is_correct(c, r["answer"], cfg["verifier"]) for c in o) / len(o) for r, o in zip(rows, outs)]
+        ok = verifiers.verify_many([c for o in outs for c in o], [r["answer"] for r, o in zip(rows, outs) for _ in o],
+                                   [verifier_of(r, cfg) for r, o in zip(rows, outs) for _ in o])
+        ends = [sum(len(o) for o in outs[: i + 1]) for i in range(len(outs))]
+        rates = [sum(ok[end - len(o) : end]) / len(o) for o, end in zip(outs, ends)]
         # whole or absent: a resume never reads a torn cache
         write_jsonl_atomic(cache, [{"prompt": r["prompt"], "pass_rate": rate} for r, rate in zip(rows, rates)])
     kept = [r for r, rate in zip(rows, rates) if f["min_pass_rate"] < rate < f["max_pass_rate"]]

@@ -1,0 +1,168 @@
+"""Verifiers: whether a completion's answer is right, by name. GRPO's accuracy reward, rejection sampling,
+distillation traces and evaluation all look verifiers up here, so a task checks answers the same way in every
+stage.
+
+    integer   exact match of the <answer> value as a whole number ("05" = "5", "1,000" = "1000")
+    math      math-verify's equivalence (\\frac12 = 0.5), a final \\boxed{} counting when there is no <answer>
+    code      the reply's final code block, run with the row's tests in a sandbox (r1pipe/sandbox.py)
+    pkg.mod:fn  yours: fn(completion: str, gold: str) -> bool, imported from your code
+
+`gold` is the row's `answer` column: the answer for integer and math, the test code (asserts, or HumanEval's
+`check(...)`) for code. A code reply passes when its program and the tests together exit 0.
+
+Code runs in other processes, never in the trainer's. `configure()` sets how (the config's `sandbox:` block,
+which the runner puts into every stage that runs code, so the limits are part of its fingerprint); checking a
+batch runs its programs in parallel.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from r1pipe import answers
+from r1pipe.answers import final_code
+from r1pipe.errors import R1Error
+
+BUILTIN = ("integer", "math", "code")
+
+
+def program(code: str, tests: str) -> str:
+    """The program a code check runs: the reply's code, then the row's tests (asserts run at import)."""
+    return f"{code}\n\n{tests}\n"
+
+
+# -- the sandbox settings this process runs code with ------------------------------------------------------
+
+SANDBOX_DEFAULTS: dict[str, Any] = {"mode": "bwrap", "cpu_seconds": 5.0, "wall_seconds": 10.0, "memory_mb": 512,
+                                    "processes": 16, "output_bytes": 65536, "workers": None}
+_settings: dict[str, Any] = dict(SANDBOX_DEFAULTS)
+
+
+def check_sandbox(settings: Any, where: str = "sandbox") -> dict[str, Any]:
+    """The sandbox block, checked (one line per mistake), with defaults for what it leaves out."""
+    from r1pipe import sandbox
+
+    if settings is None:
+        return dict(SANDBOX_DEFAULTS)
+    if not isinstance(settings, dict):
+        raise R1Error(f"{where} must be a mapping, got {settings!r}", hint="e.g. sandbox.wall_seconds=10")
+    unknown = sorted(set(settings) - set(SANDBOX_DEFAULTS))
+    if unknown:
+        raise R1Error(f"{where} has no setting {unknown[0]!r}", hint=f"settings: {', '.join(SANDBOX_DEFAULTS)}")
+    out = {**SANDBOX_DEFAULTS, **settings}
+    if out["mode"] not in sandbox.MODES:
+        raise R1Error(f"{where}.mode must be one of {', '.join(sandbox.MODES)}, got {out['mode']!r}",
+                      hint="bwrap runs programs in a sandbox; none runs them unsandboxed (only code you trust)")
+    for key, value in out.items():
+        if key == "mode" or (key == "workers" and value is None):
+            continue
+        whole = key in ("memory_mb", "processes", "output_bytes", "workers")
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value <= 0:
+            raise R1Error(f"{where}.{key} must be a {'whole ' if whole else ''}number > 0, got {value!r}")
+    return out
+
+
+def configure(settings: dict[str, Any] | None) -> None:
+    """Run this process's code checks with these sandbox settings (the config's `sandbox:` block)."""
+    global _settings
+    _settings = check_sandbox(settings)
+
+
+def settings() -> dict[str, Any]:
+    """The sandbox settings this process runs code with (a copy)."""
+    return dict(_settings)
+
+
+def limits():
+    from r1pipe import sandbox
+
+    return sandbox.Limits(**{k: v for k, v in _settings.items() if k not in ("mode", "workers")})
+
+
+def run_code(programs: list[str | None]) -> list[bool]:
+    """Run each program (None: there was no code, which fails) in the sandbox, in parallel; True if it passed."""
+    from r1pipe import sandbox
+
+    todo = [p for p in programs if p is not None]
+    ran = sandbox.run_many(todo, limits(), mode=_settings["mode"], workers=_settings["workers"]) if todo else []
+    outcomes = iter(ran)
+    return [p is not None and next(outcomes).passed for p in programs]
+
+
+def code(completion: str, gold: str) -> bool:
+    """The code verifier: the reply's final code block passes the row's tests."""
+    return verify_many([completion], [gold], "code")[0]
+
+
+# -- the registry ------------------------------------------------------------------------------------------
+
+
+def _integer(completion: str, gold: str) -> bool:
+    return answers.matches(completion, gold, "integer")
+
+
+def _math(completion: str, gold: str) -> bool:
+    return answers.matches(completion, gold, "math")
+
+
+REGISTRY: dict[str, Callable[[str, str], bool]] = {"integer": _integer, "math": _math, "code": code}
+
+
+def check_name(name: Any, where: str = "verifier") -> str:
+    """A verifier name that get() can resolve: one line before any model loads, not at the first reward."""
+    get(name, where)
+    return name
+
+
+@functools.lru_cache(maxsize=64)
+def _import(name: str) -> Callable[[str, str], bool]:
+    import importlib
+
+    module, _, attr = name.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def get(name: Any, where: str = "verifier") -> Callable[[str, str], bool]:
+    """The verifier called `name`: a built-in, or `package.module:function` from your code."""
+    if not isinstance(name, str) or not name:
+        raise R1Error(f"{where} must be a verifier name, got {name!r}",
+                      hint=f"verifiers: {', '.join(BUILTIN)}, or package.module:function")
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if ":" not in name:
+        raise R1Error(f"{where}: unknown verifier {name!r}",
+                      hint=f"verifiers: {', '.join(BUILTIN)}, or package.module:function")
+    try:
+        fn = _import(name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise R1Error(f"{where}: cannot import verifier {name!r}: {e}", hint="is the module on PYTHONPATH?") from e
+    if not callable(fn):
+        raise R1Error(f"{where}: verifier {name!r} is not a function", hint="fn(completion: str, gold: str) -> bool")
+    return fn
+
+
+def runs_code(name: Any) -> bool:
+    """Whether a verifier runs programs (and so needs the sandbox). Yours may: it gets the settings too."""
+    return isinstance(name, str) and name not in ("integer", "math")
+
+
+def verify_many(completions: list[str], golds: list[str], names: list[str] | str) -> list[bool]:
+    """Each completion checked against its gold answer by its verifier; code replies run in parallel."""
+    names = [names] * len(completions) if isinstance(names, str) else list(names)
+    out: list[bool | None] = [None] * len(completions)
+    code_rows = [i for i, n in enumerate(names) if n == "code"]
+    if code_rows:
+        progs = [_code_program(completions[i], golds[i]) for i in code_rows]
+        for i, ok in zip(code_rows, run_code(progs)):
+            out[i] = ok
+    for i, (c, g, n) in enumerate(zip(completions, golds, names)):
+        if out[i] is None:
+            out[i] = bool(get(n)(c, g))
+    return [bool(v) for v in out]
+
+
+def _code_program(completion: str, tests: str) -> str | None:
+    found = final_code(completion)
+    return program(found, tests) if found is not None and tests.strip() else None
