@@ -9,7 +9,8 @@ seconds), so each comparison interleaves its contenders and reports the median o
    the same model, rows and settings, SFT and GRPO, each a fresh process; the train losses must match.
 2. generation: the engine vs a per-prompt `generate` loop; batch size and k.
 3. no-op and status: `run-all` on a complete run and `status`, wall time and whether torch was imported.
-4. rewards: rewards/s for each reward; math-verify with and without the parsed-gold cache.
+4. rewards: rewards/s for each reward; math-verify with and without the parsed-gold cache; programs/s of the
+   code verifier through the sandbox, in parallel vs one at a time, and vs no sandbox (`bench.py code`: alone).
 5. efficiency: tokens/s of SFT and GRPO and the share of this machine's measured matmul FLOP/s they reach.
 6. memory: peak RSS of every stage of the tiny preset (from its manifests: the runner samples it).
 7. scaling: stage time against dataset size, group size and completion length.
@@ -272,7 +273,7 @@ def bench_rewards(repeats: int) -> dict:
     with and without the parsed-gold cache on the same math completions."""
     import random
 
-    from r1pipe import rewards
+    from r1pipe import answers, rewards
 
     rng = random.Random(0)
     problems = [(rng.randint(10, 999), rng.randint(10, 999)) for _ in range(64)]
@@ -292,7 +293,7 @@ def bench_rewards(repeats: int) -> dict:
     rewards.math_equal("1", "1")  # math-verify's first call compiles its grammars: not part of either figure
     results = {}
     for label, cache in (("math_verify_cached_gold", True), ("math_verify_uncached", False)):
-        rewards._parsed_gold.cache_clear()
+        answers._parsed_gold.cache_clear()
         t, _ = median_time(lambda: results.__setitem__(label, [
             rewards.math_equal(rewards.extract_answer(c), g, cache_gold=cache) for c, g in zip(mcomps, mgolds)]), repeats)
         out[f"{label}_per_s"] = round(len(mcomps) / t)
@@ -300,6 +301,47 @@ def bench_rewards(repeats: int) -> dict:
     out["math_verify_correct"] = sum(results["math_verify_uncached"])
     out["math_verify_cache_speedup"] = round(out["math_verify_cached_gold_per_s"] / out["math_verify_uncached_per_s"], 2)
     return out
+
+
+def bench_code(repeats: int) -> dict:
+    """Programs verified per second by the code verifier: 128 replies to the MBPP/HumanEval fixture problems
+    (half canonical, half wrong) through the sandbox, in parallel on every core vs one at a time, and without
+    the sandbox (mode none: a plain process with the same limits) as the plain alternative."""
+    from r1pipe import benchmarks, sandbox, verifiers
+
+    os.environ.setdefault("R1PIPE_DATA_MIRROR", str(ROOT / "tests" / "fixtures" / "hub"))
+    rows, good = [], []
+    for schema, path in (("mbpp", "google-research-datasets/mbpp/test.jsonl"),
+                         ("humaneval", "openai/openai_humaneval/test.jsonl")):
+        rows += benchmarks.load(schema, {"schema": schema})
+        raw = [json.loads(line) for line in (ROOT / "tests" / "fixtures" / "hub" / path).open()]
+        good += [r["code"] if schema == "mbpp" else r["prompt"] + r["canonical_solution"] for r in raw]
+    programs = []
+    for i in range(128):
+        row, code = rows[i % len(rows)], good[i % len(rows)]
+        wrong = code.replace("return", "return None #")  # the same program, answering None
+        programs.append(verifiers.program(code if i % 2 == 0 else wrong, row["answer"]))
+    cores = os.cpu_count() or 1
+    out: dict = {"programs": len(programs), "cores": cores}
+    for label, mode, workers in (("sandbox_parallel", "bwrap", cores), ("sandbox_one_at_a_time", "bwrap", 1),
+                                 ("unsandboxed_parallel", "none", cores)):
+        passed = []
+        t, _ = median_time(lambda: passed.__setitem__(slice(None), [
+            o.passed for o in sandbox.run_many(programs, sandbox.Limits(), mode=mode, workers=workers)]), repeats)
+        out[f"{label}_per_s"] = round(len(programs) / t, 1)
+        out[f"{label}_passed"] = sum(passed)
+    out["sandbox_cost"] = round(out["unsandboxed_parallel_per_s"] / out["sandbox_parallel_per_s"], 2)
+    out["parallel_speedup"] = round(out["sandbox_parallel_per_s"] / out["sandbox_one_at_a_time_per_s"], 2)
+    return out
+
+
+def code_markdown(x: dict) -> list[str]:
+    return [f"| code verifier: {x['programs']} MBPP/HumanEval programs through the sandbox, {x['cores']} at once vs one "
+            f"at a time | {x['sandbox_parallel_per_s']} programs/s | {x['sandbox_one_at_a_time_per_s']} programs/s | "
+            f"**{x['parallel_speedup']}x** |",
+            f"| code verifier: sandbox (bubblewrap) vs a plain process with the same limits, {x['cores']} at once "
+            f"| {x['sandbox_parallel_per_s']} programs/s | {x['unsandboxed_parallel_per_s']} programs/s | "
+            f"{x['sandbox_cost']}x |"]
 
 
 def bench_pipeline_memory_and_noop(repeats: int) -> dict:
@@ -606,6 +648,11 @@ def main(argv: list[str]) -> None:
             wall, torch_imported = cli_probe(cmd, max(repeats, 5))
             print(f"r1pipe {' '.join(cmd)}: median {wall} s over {max(repeats, 5)} runs, torch imported: {torch_imported}")
         return
+    if argv == ["code"]:  # bench.py code: the code verifier alone, its rows printed, nothing written
+        results["code"] = bench_code(repeats)
+        print(json.dumps(results, indent=2, default=str))
+        print("\n" + "\n".join(code_markdown(results["code"])))
+        return
     if argv == ["smollm2"]:
         results["matmul"] = matmul_flops()
         results["smollm2"] = bench_smollm2(results["matmul"])
@@ -619,6 +666,7 @@ def main(argv: list[str]) -> None:
     results["efficiency"] = efficiency(over, results["matmul"]["peak_gflops"])
     results["generation"] = bench_generation(repeats)
     results["rewards"] = bench_rewards(repeats)
+    results["code"] = bench_code(repeats)
     results["pipeline"] = bench_pipeline_memory_and_noop(repeats)
     results["cli"] = bench_cli(repeats)
     results["scaling"] = bench_scaling(1)  # one run per point: the trend, not a decimal, is the result
@@ -665,6 +713,7 @@ def markdown(r: dict) -> str:
                 f"tokens | {g['engine_samples_per_s']} samples/s | {g['loop_samples_per_s']} samples/s | **{g['speedup']}x** |")
     rows.append(f"| math-verify on 1,024 answers: parsed-gold cache vs none | {w['math_verify_cached_gold_per_s']}/s "
                 f"| {w['math_verify_uncached_per_s']}/s | {w['math_verify_cache_speedup']}x |")
+    rows += code_markdown(r["code"]) if "code" in r else []
     rows += ["", "| measure | result |", "|---|---|"]
     rows.append(f"| `run-all conf=tiny` on a complete run (8 stages) | {p['noop_run_all_wall_s']} s, torch imported: "
                 f"{p['noop_imports_torch']} |")
