@@ -273,9 +273,10 @@ _RULES: dict[str, list[tuple[str, Callable[[object, dict], bool], str]]] = {
 }
 
 
-def build(spec: dict[str, dict]) -> tuple[list, list[float]]:
+def build(spec: dict[str, dict], columns=()) -> tuple[list, list[float]]:
     """Reward functions and weights from config ({name: {weight: w, **params}}), named for TRL's logs.
-    A reward set to null is left out (how a preset removes one it inherits).
+    A reward set to null is left out (how a preset removes one it inherits). `columns`: the extra columns the
+    stage's data carries (data.extra_fields), which TRL passes too and no setting may be named.
 
     Raises:
         R1Error: an unknown reward or setting, a setting named like a per-row column, a setting of the wrong
@@ -288,7 +289,7 @@ def build(spec: dict[str, dict]) -> tuple[list, list[float]]:
         function = _settings(name, params).get("function")
         fn = _lookup(name, function)
         settings = {k: v for k, v in params.items() if k not in ("weight", "function")}
-        _check(name, fn, settings, _RULES.get(name, []) if function is None else [])
+        _check(name, fn, settings, _RULES.get(name, []) if function is None else [], COLUMNS | set(columns))
         funcs.append(_bind(name, fn, settings))
     if not funcs:
         raise R1Error("no reward functions configured", hint="set rewards: {accuracy: {weight: 1.0}, ...}")
@@ -336,18 +337,18 @@ def _lookup(name: str, function: str | None):
     return fn
 
 
-def _check(name: str, fn, settings: dict, rules: list) -> None:
+def _check(name: str, fn, settings: dict, rules: list, columns=COLUMNS) -> None:
     """One line for the first setting build() refuses: a per-row column, a parameter fn does not take, a rule."""
     import inspect
 
     params = inspect.signature(fn).parameters
     for key in settings:
-        if key in COLUMNS:
+        if key in columns:
             also = "; for one language, set target_language" if key == "language" else ""
             raise R1Error(f"reward {name}: {key} is a per-row column TRL passes from the dataset, not a setting",
                           hint="put it in the data" + also)
     variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    accepted = {k for k, p in params.items() if p.kind not in variadic} - COLUMNS
+    accepted = {k for k, p in params.items() if p.kind not in variadic} - columns
     unknown = sorted(set(settings) - accepted)
     if unknown:
         raise R1Error(f"reward {name} has no parameter {unknown[0]!r}",

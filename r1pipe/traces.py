@@ -71,11 +71,15 @@ def sample_and_filter(ctx, source: str, rows: list[dict[str, str]], cfg: dict[st
     language = cfg["filters"].get("language", "en")
     kept, rejected = [], []
     # every sample checked in one batch: a code task's programs run in parallel
+    # a row's own verifier, when the source maps a verifier column (math and code prompts in one dataset)
+    names = [verifiers.check_name(row.get("verifier") or cfg["verifier"], f"{ctx.name}: a row's verifier")
+             for row in rows]
     golds = [row["answer"] for row, comps in zip(rows, completions) for _ in comps]
-    flat = verifiers.verify_many([t for comps in completions for t in comps], golds, cfg["verifier"])
-    for pid, (row, comps) in enumerate(zip(rows, completions)):
+    flat = verifiers.verify_many([t for comps in completions for t in comps], golds,
+                                 [n for n, comps in zip(names, completions) for _ in comps])
+    for pid, (row, comps, name) in enumerate(zip(rows, completions, names)):
         correct, flat = flat[: len(comps)], flat[len(comps) :]
-        reasons = filters.select(comps, row["answer"], cfg["verifier"], cfg["filters"], correct=correct)
+        reasons = filters.select(comps, row["answer"], name, cfg["filters"], correct=correct)
         for j, (text, reason) in enumerate(zip(comps, reasons)):
             rec = {
                 "messages": data.chat(row) + [{"role": "assistant", "content": text}],

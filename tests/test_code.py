@@ -231,3 +231,35 @@ def test_a_code_task_trains_with_grpo_and_every_mapped_column_reaches_the_reward
     manifest = json.loads((tmp_path / "run" / "reasoning_rl" / "manifest.json").read_text())
     assert manifest["config"]["sandbox"]["mode"] == "bwrap"  # the limits programs ran under, in the fingerprint
     assert manifest["metrics"]["global_step"] >= 1
+
+
+def test_a_reward_setting_named_like_a_sources_own_column_is_refused(tmp_path, monkeypatch):
+    from r1pipe import rewards
+
+    (tmp_path / "my_rewards.py").write_text("def hard(completions, difficulty=None, scale=1.0, **_):\n"
+                                            "    return [0.0] * len(completions)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = {"hard": {"function": "my_rewards:hard", "difficulty": 3}}
+    rewards.build(spec)  # on its own a setting like any other
+    with pytest.raises(R1Error, match="reward hard: difficulty is a per-row column TRL passes from the dataset"):
+        rewards.build(spec, columns=data.extra_fields({"path": "x.jsonl", "fields": {"difficulty": "level"}}))
+
+
+def test_rejection_sampling_checks_each_row_by_its_own_verifier(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import r1pipe.generation as generation
+    from r1pipe import traces
+
+    rows = [{"prompt": "2+2", "answer": "4", "verifier": "integer"},
+            {"prompt": "Write f.", "answer": "assert f() == 1"}]  # no column: the stage's verifier (code)
+    completions = [["<think>a</think><answer>4</answer>"], [reply("def f():\n    return 1")]]
+    monkeypatch.setattr(generation, "make_engine", lambda *a, **k: None)
+    monkeypatch.setattr(generation, "generate_sharded", lambda *a, **k: (completions, 1.0))
+    ctx = SimpleNamespace(name="rejection_sampling", parent_manifests={"reasoning_rl": {"fingerprint": "f"}},
+                          parent_output=lambda stage, key: tmp_path, dir=tmp_path, seed=0, trust_remote_code=False)
+    sampling = {"backend": "transformers", "k": 1, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8,
+                "batch_size": 1, "shard_size": 8}
+    cfg = {"verifier": "code", "filters": {"require_format": False}, "sampling": sampling}
+    kept, rejected, _ = traces.sample_and_filter(ctx, "reasoning_rl", rows, cfg)
+    assert [r["reward_accuracy"] for r in kept] == [1.0, 1.0] and not rejected

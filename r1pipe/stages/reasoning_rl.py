@@ -42,7 +42,7 @@ def validate(cfg: dict[str, Any], world_size: int = 1) -> None:
 
     training.trl_config(GRPOConfig, NAME, validation_block(trainer_block(NAME, cfg), world_size), Path("unused"), seed=0)
     training.lora(NAME, cfg)
-    rewards.build(cfg["rewards"])
+    rewards.build(cfg["rewards"], columns=data.extra_fields(cfg["data"]))
     check_rollouts(NAME, cfg)
     dtype = (cfg.get("difficulty_filter") or {}).get("dtype")
     if dtype not in (None, "bfloat16"):
@@ -117,7 +117,7 @@ def run(ctx) -> dict[str, Any]:
     init_dir = ctx.parent_output(init, "model")
     args = training.trl_config(GRPOConfig, NAME, trainer_block(NAME, cfg), ctx.trainer_dir, ctx.seed,
                                trust_remote_code=ctx.trust_remote_code)
-    reward_funcs, _ = rewards.build(cfg["rewards"])
+    reward_funcs, _ = rewards.build(cfg["rewards"], columns=data.extra_fields(cfg["data"]))
     rows = ctx.load_rows(cfg["data"], ("prompt", "answer"), "data")
 
     model, tokenizer = ctx.load_model(init_dir)
