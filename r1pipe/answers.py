@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import textwrap
 import unicodedata
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
@@ -222,20 +223,44 @@ def _boxed(text: str) -> str:
     return text if "\\boxed" in text else f"\\boxed{{{text}}}"
 
 
-# ```python ... ``` (or ```py, ```python3, or a bare ```): the fences model replies put code in
-_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.S)
+# A fence opens a line: ``` (or more backticks), an optional language, anything after it (```python title=x);
+# it closes at a line of at least as many backticks. Markdown's rule, so a ``` inside a string of the code does
+# not end the block, and a ```bash block before the program is not paired with its fence.
+_FENCE = re.compile(r"^[ \t]*(`{3,})[ \t]*([\w+.-]*)[^\n]*$")
+_PYTHON = ("", "python", "py", "python3", "py3")
+
+
+def code_blocks(text: str) -> list[tuple[str, str]]:
+    """The fenced code blocks of a text, as (language, code), the code dedented; an unclosed one is left out."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    out, i = [], 0
+    while i < len(lines):
+        m = _FENCE.match(lines[i])
+        if m:
+            close = re.compile(rf"[ \t]*`{{{len(m.group(1))},}}[ \t]*")
+            end = next((j for j in range(i + 1, len(lines)) if close.fullmatch(lines[j])), None)
+            if end is None:
+                break
+            out.append((m.group(2).lower(), textwrap.dedent("\n".join(lines[i + 1 : end])) + "\n"))
+            i = end
+        i += 1
+    return out
 
 
 def final_code(text: str) -> str | None:
-    """The program a code reply gives: the last fenced code block of its answer part (inside <answer> when
-    there is one), or the <answer> itself when it holds no fence. None for a reply cut off mid-thought."""
+    """The program a code reply gives: the last Python (or unlabelled) fenced block of its answer part (inside
+    <answer> when there is one), or the <answer> itself when it holds no fence. None for a reply cut off
+    mid-thought, or one with no code."""
     part = answer_part(text)
     if part is None:
         return None
     answers = _ANSWER.findall(part)
     if answers:
         part = answers[-1]
-    blocks = _FENCE.findall(part)
+    # "<answer>```python" on one line: the fence still opens a line of the answer
+    blocks = [code for lang, code in code_blocks(part.strip()) if lang in _PYTHON]
     if blocks:
         return blocks[-1]
-    return part.strip() if answers and part.strip() else None
+    if answers and part.strip() and "```" not in part:
+        return part.strip()
+    return None

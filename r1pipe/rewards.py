@@ -111,7 +111,8 @@ def accuracy(completions, answer=None, verifier=None, **_) -> list[float | None]
     names = verifier if verifier is not None else ["integer"] * n
     # a general prompt (no verifiable answer) gets None: TRL leaves it out of that row's sum
     rows = [i for i, gold in enumerate(answers) if not (gold is None or (isinstance(gold, str) and not gold.strip()))]
-    ok = verifiers.verify_many([completion_text(completions[i]) for i in rows], [str(answers[i]) for i in rows],
+    golds = [a if isinstance(a, (str, list)) else str(a) for a in answers]  # a list of tests stays a list
+    ok = verifiers.verify_many([completion_text(completions[i]) for i in rows], [golds[i] for i in rows],
                                [names[i] or "integer" for i in rows])
     out: list[float | None] = [None] * n
     for i, passed in zip(rows, ok):

@@ -83,8 +83,12 @@ _ETC = ("/etc/ld.so.cache", "/etc/localtime")
 # uid >= 0 (we are root): drop to it, see _drops. A program passes only when it ran to its end: exit code 0
 # alone would pass a reply that calls sys.exit(0) or os._exit(0) before the tests run (a known reward hack),
 # so a token read from stdin (never in the source, argv or environment) is printed after main.py returns.
+# This stops the naive exits only: code in the same process can find the token (frames, gc) as it can return
+# an object equal to everything; docs/code.md says so. main.py is compiled and run at top level, not through
+# runpy, whose context managers a program could patch to swallow the tests' AssertionError (and which would
+# run a main.py that parses as a zip archive as the archive's __main__).
 _START = """\
-import os, resource as r, runpy, sys
+import os, resource as r, sys
 cpu, mem, fsize, nproc, uid = map(int, sys.argv[1:6])
 for res, soft, hard in ((r.RLIMIT_CPU, cpu, cpu + 1), (r.RLIMIT_AS, mem, mem), (r.RLIMIT_FSIZE, fsize, fsize),
                         (r.RLIMIT_NPROC, nproc, nproc), (r.RLIMIT_CORE, 0, 0)):
@@ -96,7 +100,9 @@ done = sys.stdin.readline().strip().encode()
 sys.stdin = open(os.devnull)
 os.dup2(sys.stdin.fileno(), 0)
 sys.argv = ["main.py"]
-runpy.run_path("main.py", run_name="__main__")
+with open("main.py", "rb") as f:
+    code = compile(f.read(), "main.py", "exec")
+exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
 sys.stdout.flush()
 os.write(1, b"\\n" + done + b"\\n")
 """
@@ -116,8 +122,9 @@ def _probe(mode: str) -> tuple[str, str] | None:
     unsafe = "or set sandbox.mode=none to run model-written programs unsandboxed (unsafe)"
     if mode == "none":
         log.warning("sandbox.mode=none: model-written programs run unsandboxed, seeing this machine's files and "
-                    "network%s", "" if _drops(mode) else "; their processes are not capped (RLIMIT_NPROC would "
-                    "count all of your processes; root's it does not count)")
+                    "network%s", "" if _drops(mode) else f"; they run as {'root' if os.geteuid() == 0 else 'you'} "
+                    "and their processes are not capped (RLIMIT_NPROC would count all of your processes; root's it "
+                    "does not count)")
         return None
     if shutil.which("bwrap") is None:
         return ("code verification runs programs under bubblewrap, and `bwrap` is not on PATH",
@@ -178,7 +185,11 @@ def _bwrap(scratch: Path, limits: Limits, uid: int, info_fd: int) -> list[str]:
         for parent in reversed(Path(prefix).parents[:-1]):  # bwrap would copy /root's 0700: the uid needs in
             argv += ["--perms", "0755", "--dir", str(parent)]
         argv += ["--ro-bind", prefix, prefix]
-    return argv + ["--bind", str(scratch), "/sandbox", "--chdir", "/sandbox", "--remount-ro", "/"]
+    # the working directory is a tmpfs of file_mb, like /tmp: files on the host's disk would be capped one by
+    # one (RLIMIT_FSIZE) but not in number, and a run could write gigabytes before its wall time
+    return argv + ["--perms", "01777", "--size", str(limits.file_mb << 20), "--tmpfs", "/sandbox",
+                   "--ro-bind", str(scratch / "main.py"), "/sandbox/main.py", "--chdir", "/sandbox",
+                   "--remount-ro", "/"]
 
 
 def _run(source: str, limits: Limits, mode: str) -> Outcome:
@@ -212,7 +223,7 @@ def _run(source: str, limits: Limits, mode: str) -> Outcome:
                 proc.stdin.write(done.encode() + b"\n")
                 proc.stdin.close()
             stop, err, out = _watch(proc, fds[0] if fds else -1, limits, start)
-        finished = out.rstrip().endswith(done.encode())
+        finished = done.encode() in out  # anywhere in the tail: an atexit print or a thread may follow it
         return _outcome(proc.returncode, stop, err, limits, mode, time.monotonic() - start, finished)
     except OSError as e:  # could not write the program or start the process (no bwrap, no fds, no memory)
         return Outcome(False, "error", f"could not start the run: {one_line(e, 200)}", time.monotonic() - start)
@@ -255,7 +266,7 @@ def _watch(proc: subprocess.Popen, info_r: int, limits: Limits, start: float) ->
                         if key.fileobj is proc.stderr:
                             err = (err + data)[-4096:]
                         else:
-                            out = (out + data)[-256:]
+                            out = (out + data)[-4096:]
                         stop = "output" if total > limits.output_bytes else None
     finally:
         sel.close()
@@ -307,11 +318,8 @@ def _outcome(rc: int, stop: str | None, err: bytes, limits: Limits, mode: str, s
 
 
 def _remove(scratch: Path) -> None:
-    """Delete the scratch directory, also what the program made unreadable (chmod 000 on its directories)."""
-    for parent, dirs, _ in os.walk(scratch):
-        for name in dirs:
-            path = os.path.join(parent, name)
-            with contextlib.suppress(OSError):  # mode none: something left over may still be changing it
-                if not os.path.islink(path):  # never follow a link the program made: it may point anywhere
-                    os.chmod(path, 0o700)
-    shutil.rmtree(scratch, ignore_errors=True)
+    """Delete the scratch directory, whatever the program left in it (mode none: directories it made
+    unreadable, nested deeper than Python's recursion limit). chmod -R and rm -rf follow no links it made."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(["chmod", "-R", "u+rwx", "--", str(scratch)], capture_output=True, timeout=60)
+        subprocess.run(["rm", "-rf", "--", str(scratch)], capture_output=True, timeout=60)

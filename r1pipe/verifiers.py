@@ -163,6 +163,9 @@ def verify_many(completions: list[str], golds: list[str], names: list[str] | str
     return [bool(v) for v in out]
 
 
-def _code_program(completion: str, tests: str) -> str | None:
+def _code_program(completion: str, tests) -> str | None:
+    if isinstance(tests, list):  # a list of asserts, as a column may hold them: one per line
+        tests = "\n".join(str(t) for t in tests)
     found = final_code(completion)
-    return program(found, tests) if found is not None and tests.strip() else None
+    # no tests is no check: a program with nothing to pass fails, as str(a list) would pass everything
+    return program(found, tests) if found is not None and isinstance(tests, str) and tests.strip() else None

@@ -39,6 +39,20 @@ def test_final_code_is_the_last_block_of_the_answer():
     assert verifiers.final_code("<answer>def f():\n    return 1</answer>") == "def f():\n    return 1"  # no fence
 
 
+@pytest.mark.parametrize("text, code", [
+    ("<answer>\r\n```python\r\nx = 1\r\n```\r\n</answer>", "x = 1\n"),  # CRLF
+    ("<think>a</think>\n```bash\npip install x\n```\n```python\ny = 2\n```", "y = 2\n"),  # not paired with bash's
+    ("<think>a</think>\n```Python title=sol.py\nz = 3\n```", "z = 3\n"),
+    ("<think>a</think>\n```python\ns = '```'\nw = 4\n```", "s = '```'\nw = 4\n"),  # a fence in a string
+    ("<think>a</think>\n- step\n  ```python\n  def f():\n      return 1\n  ```", "def f():\n    return 1\n"),
+    ("<think>a</think><answer>```python\nq = 5\n```</answer>", "q = 5\n"),
+    ("<think>a</think>\n```bash\nls\n```", None),
+    ("<think>a</think>\n```python\nx = 1\n", None),  # never closed
+])
+def test_the_code_of_replies_as_models_write_them(text, code):
+    assert verifiers.final_code(text) == code
+
+
 def test_no_code_when_the_reasoning_never_ends_or_no_answer_is_given():
     assert verifiers.final_code("<think>\n```python\nx = 1\n```\n<answer>```python\nx = 1\n```</answer>") is None
     assert verifiers.final_code("<think>plan</think>\nI cannot do this.") is None
@@ -198,6 +212,10 @@ def test_the_accuracy_reward_runs_a_batch_of_programs_as_trl_calls_it(mirror):
     got = accuracy(completions=[[{"role": "assistant", "content": r}] for r in replies], answer=[row["answer"]] * 4,
                    verifier=["code"] * 4, prompts=[[{"role": "user", "content": row["prompt"]}]] * 4)
     assert got == [1.0, 0.0, 0.0, 0.0]
+    # tests as a list (a column as the dataset has it) are the asserts, never str(list), which passes anything
+    tests = raw("google-research-datasets/mbpp/test.jsonl")[0]["test_list"]
+    got = accuracy(completions=[reply(good), reply("x = 1")], answer=[tests, tests], verifier=["code"] * 2)
+    assert got == [1.0, 0.0]
 
 
 PROBE = '''
@@ -218,7 +236,8 @@ def test_a_code_task_trains_with_grpo_and_every_mapped_column_reaches_the_reward
     env = {**os.environ, "R1PIPE_DATA_MIRROR": str(MIRROR), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "PYTHONPATH": str(tmp_path), "PROBE_OUT": str(tmp_path / "columns.jsonl")}
     r = subprocess.run([sys.executable, "-m", "r1pipe.cli", "run-all", "conf=smoke", "task=mbpp",
-                        f"run.dir={tmp_path}/run", "--to", "reasoning_rl", "eval.after_stage=false", "+task.prompts.fields.tests=test_list",
+                        f"run.dir={tmp_path}/run", "--to", "reasoning_rl", "eval.after_stage=false",
+                        "+task.prompts.fields.tests=test_list",
                         "+reasoning_rl.rewards.probe={function: 'probe_mod:probe', weight: 0.0}"],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -85,6 +85,45 @@ def test_exiting_0_before_the_tests_run_is_no_pass(leave):
 
 
 @needs_bwrap
+def test_patching_the_runner_or_passing_a_zip_archive_does_not_swallow_the_tests():
+    # a review found both: runpy's context managers could be patched to swallow the AssertionError, and runpy
+    # ran a main.py that parses as a zip archive as the archive's __main__, never reaching the tests
+    patch = "import runpy\nrunpy._ModifiedArgv0.__exit__.__code__ = (lambda self, *a: True).__code__\n"
+    assert not run(patch + "assert False, 'the tests'\n", FAST).passed
+    import struct
+    import zlib
+
+    body, name = b"x = 1\n", b"__main__.py"
+    crc = zlib.crc32(body)
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, len(body), len(body), len(name), 0)
+    cen = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc, len(body), len(body),
+                      len(name), 0, 0, 0, 0, 0, 0) + name
+    local += name + body
+    archive = local + cen + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(cen), len(local), 0)
+    out = run(archive.decode("latin-1") + "\nassert False, 'the tests'\n", FAST)
+    assert not out.passed and out.status == "failed"
+
+
+@needs_bwrap
+def test_a_passing_program_that_prints_after_its_end_still_passes():
+    assert run("import atexit\natexit.register(print, 'bye')\nassert True\n", FAST).passed
+
+
+@needs_bwrap
+def test_the_working_directory_is_capped_in_total_not_only_per_file():
+    # files on the host's disk were capped one by one but not in number: 600 MB in 1.5 s
+    out = run("import os\nfor i in range(100):\n    open(f'f{i}', 'wb').write(b'x' * (4 << 20))\n",
+              sandbox.Limits(cpu_seconds=5, wall_seconds=10, file_mb=16))
+    assert not out.passed and "No space left" in out.detail
+
+
+@needs_bwrap
+def test_deep_directories_are_cleaned_up_and_no_error_escapes():
+    out = run("import os\nfor _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n", FAST)
+    assert out.passed  # run() also checks that no scratch directory is left
+
+
+@needs_bwrap
 def test_an_endless_loop_is_stopped_by_cpu_time_and_a_sleep_by_wall_time():
     spin = run("while True:\n    pass\n")
     assert (spin.passed, spin.status) == (False, "timeout") and "cpu time" in spin.detail
