@@ -8,7 +8,7 @@
 
 `--help`, `status`, `show`, `config`, `stages`, `slurm`, `compare` and `seeds --summary-only` never import torch,
 transformers or trl: they read YAML and JSON only. Errors print on one line and exit 1; `--debug` anywhere on
-the line shows the traceback instead.
+the line shows the traceback instead. Usage errors print the usage and exit 2, as click does; `-h` is `--help`.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ app = typer.Typer(
     help="The DeepSeek-R1 post-training recipe as resumable stages: "
     "cold_sft -> reasoning_rl -> rejection_sampling -> second_sft -> alignment_rl -> distill.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
 # A stage's output is teed into its log through a pipe (r1pipe/attemptlog.py): decided here, while stderr is
@@ -55,6 +55,25 @@ DEBUG = False
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Hydra overrides, e.g. conf=tiny run.dir=runs/x")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from r1pipe import __version__
+
+        print(f"r1pipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print r1pipe's version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors (anywhere on "
+                                        "the line).")] = False,
+):
+    """The DeepSeek-R1 post-training recipe as resumable stages."""
+    # --debug is taken off the line by main() before typer parses it, so it works after any command too
+
+
 def _setup(overrides: list[str] | None):
     overrides = list(overrides or [])
     return config_mod.load(overrides), overrides
@@ -62,7 +81,7 @@ def _setup(overrides: list[str] | None):
 
 @app.command()
 def run(
-    stage: Annotated[str, typer.Option("--stage", "-s", help="the stage to run")],
+    stage: Annotated[str, typer.Option("--stage", "-s", help="the stage to run: " + ", ".join(stages.names()))],
     overrides: Overrides = None,
     force: Annotated[bool, typer.Option("--force", help="rerun even if complete")] = False,
 ):
@@ -258,6 +277,18 @@ def list_stages(overrides: Overrides = None):
     console.print(table)
 
 
+@app.command("presets")
+def list_presets():
+    """The presets (conf=NAME), each with what it is for. A preset is conf/presets/NAME.yaml."""
+
+    table = Table(title=f"presets ({config_mod.conf_dir() / 'presets'})")
+    table.add_column("conf=")
+    table.add_column("what it is")
+    for name, about in config_mod.presets():
+        table.add_row(name, about)
+    console.print(table)
+
+
 @app.command()
 def slurm(stage: Annotated[str, typer.Option("--stage", "-s", help="the stage the job runs")], overrides: Overrides = None):
     """Write an sbatch script that runs one stage across Slurm nodes (settings: slurm.*, launcher.*)."""
@@ -368,14 +399,17 @@ def main() -> None:
         err.print("interrupted: finished stages are kept; rerun the same command to resume")
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+        # typer raises click's exceptions from its own copy of click (typer._click), so they are recognised by
+        # what they do, not by class: a usage error shows its usage and message and exits 2, as click does
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
+            if type(e).__name__ == "NoArgsIsHelpError":
+                print(e.ctx.get_help() if getattr(e, "ctx", None) else "usage: r1pipe COMMAND [ARGS]", file=sys.stderr)
+            else:
+                e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
+        if type(e).__name__ == "Exit" and isinstance(getattr(e, "exit_code", None), int):
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if type(e).__name__ == "Abort":
             sys.exit(1)
         if DEBUG:
             raise

@@ -141,6 +141,23 @@ def to_plain(node) -> Any:
     return OmegaConf.to_container(node, resolve=True)
 
 
+def presets() -> list[tuple[str, str]]:
+    """(name, first sentence of its header comment) for each preset, by name: what `r1pipe presets` lists."""
+    out = []
+    for path in sorted((conf_dir() / "presets").glob("*.yaml")):
+        about = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("#"):
+                break
+            text = line.lstrip("#").strip()
+            if text.startswith(("@package", "r1pipe ", "make ")) or not text:
+                continue  # Hydra's directive and the command lines come before the description
+            about.append(text)
+        sentence = " ".join(about)
+        out.append((path.stem, (sentence.split(". ")[0].rstrip(".") + ".") if sentence else ""))
+    return out
+
+
 def stage_config(cfg, name: str) -> dict[str, Any]:
     """A stage's resolved config. A stage that trains on task data (its SOURCES, r1pipe/stages) also carries
     the decontamination settings, so switching them changes its fingerprint. Which benchmarks were checked is

@@ -35,8 +35,12 @@ class RunLock:
             fd, depth = _held[self.path]
             _held[self.path] = (fd, depth + 1)
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # the first write of a run: a path through a file, no permission, a read-only disk
+            raise R1Error(f"cannot write to {self.path.parent}: {e.strerror or e}",
+                          hint="choose another directory (run.dir=... or store.dir=...) or fix its permissions") from e
         deadline = time.monotonic() + DYING_HOLDER_WAIT
         while True:
             try:

@@ -30,10 +30,12 @@ def _probe(*args):
 
 @pytest.mark.parametrize(
     "args",
-    [("--help",), ("status",), ("config",), ("stages",), ("show", "cold_sft"), ("run-all", "--help")],
+    [("--help",), ("status",), ("config",), ("stages",), ("show", "cold_sft"), ("run-all", "--help"), ("presets",),
+     ("--version",)],
 )
 def test_quick_commands_never_import_torch(smoke_run, args):
-    stdout, stderr = _probe(*args, *(overrides_for(smoke_run) if "--help" not in args and args != ("stages",) else ()))
+    bare = "--help" in args or args in (("stages",), ("presets",), ("--version",))  # they take no run
+    stdout, stderr = _probe(*args, *(() if bare else overrides_for(smoke_run)))
     assert "HEAVY= CODE=0" in stdout, stdout + stderr
 
 
@@ -187,3 +189,42 @@ def test_seeds_with_a_bad_list_is_a_one_line_error(tmp_path):
     out = _cli("seeds", "--seeds", "1,two", *overrides_for(tmp_path / "run"))
     assert out.returncode == 1 and "--seeds '1,two' is not a comma-separated list of integers" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "Usage: r1pipe"),                                      # bare: the help, as a usage error
+    (("run", "cold_sft"), "Missing option '--stage' / '-s'"),
+    (("run", "--stage"), "Option '--stage' requires an argument"),
+    (("nosuch",), "No such command 'nosuch'"),
+])
+def test_usage_errors_exit_2_without_class_names(args, message):
+    r = _cli(*args)
+    text = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 2 and message in text, text[-500:]
+    assert "NoArgsIsHelpError" not in text and "UsageError" not in text  # the class names typer's copy leaked
+
+
+def test_version_short_help_and_debug_are_there():
+    from r1pipe import __version__
+
+    assert _cli("--version").stdout.strip() == f"r1pipe {__version__}"
+    short, long = _cli("-h"), _cli("--help")
+    assert short.returncode == 0 and short.stdout == long.stdout
+    assert "--debug" in long.stdout and "--version" in long.stdout and "--install-completion" in long.stdout
+    assert _cli("run", "-h").returncode == 0
+
+
+def test_presets_lists_every_preset_with_what_it_is_for():
+    r = _cli("presets")
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0
+    for name in ("tiny", "smoke", "smollm2", "qwen2.5-0.5b", "r1_distill_1.5b"):
+        assert f" {name} " in text, name
+    assert "A seconds-long check that every stage is wired" in text
+
+
+def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    r = _cli("run-all", "conf=smoke", f"run.dir={tmp_path}/file/run")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"cannot write to {tmp_path}/file/run: Not a directory" in " ".join(r.stderr.split())
