@@ -79,6 +79,11 @@ def _setup(overrides: list[str] | None):
     return config_mod.load(overrides), overrides
 
 
+def _again(command: str, stage: str, overrides: list[str]) -> str:
+    """A command to paste, with the user's overrides: without them it would act on the default preset's run."""
+    return " ".join(["r1pipe", command, stage, *overrides])
+
+
 @app.command()
 def run(
     stage: Annotated[str, typer.Option("--stage", "-s", help="the stage to run: " + ", ".join(stages.names()))],
@@ -240,12 +245,12 @@ def gc(
 @app.command()
 def show(stage: Annotated[str, typer.Argument(help="stage name")], overrides: Overrides = None):
     """Print one stage's manifest."""
-    cfg, _ = _setup(overrides)
+    cfg, overrides = _setup(overrides)
     stages.module(stage)
     stage_dir = config_mod.run_dir(cfg) / stage
     data = mf.read_manifest(stage_dir)
     if data is None:
-        raise R1Error(f"{stage} has no manifest in {stage_dir}", hint=f"run it: r1pipe run --stage {stage}")
+        raise R1Error(f"{stage} has no manifest in {stage_dir}", hint=f"run it: {_again('run --stage', stage, overrides)}")
     console.print_json(json.dumps(data, default=str))
 
 
@@ -300,14 +305,16 @@ def slurm(stage: Annotated[str, typer.Option("--stage", "-s", help="the stage th
 @app.command("eval")
 def evaluate(stage: Annotated[str, typer.Option("--stage", "-s")], overrides: Overrides = None):
     """Evaluate a complete stage's model under R1's protocol on the task's held-out set."""
-    cfg, _ = _setup(overrides)
+    cfg, overrides = _setup(overrides)
     if not stages.get(stage).evaluates:
-        raise R1Error(f"{stage} writes no answers to evaluate", hint=f"its own measurements: r1pipe show {stage}")
+        raise R1Error(f"{stage} writes no answers to evaluate",
+                      hint=f"its own measurements: {_again('show', stage, overrides)}")
     root = config_mod.run_dir(cfg)
     with RunLock(root):
         s = state.states(cfg, full=True)[stage]
         if not s.complete or "model" not in s.manifest.get("outputs", {}):
-            raise R1Error(f"{stage} is {s.state} ({s.reason})", hint=f"run it first: r1pipe run --stage {stage}")
+            raise R1Error(f"{stage} is {s.state} ({s.reason})",
+                          hint=f"run it first: {_again('run --stage', stage, overrides)}")
         with store_mod.lock(store_mod.root(cfg), stage, s.expected):  # one writer of the entry's eval files
             store_mod.use(root, stage, s.dir, store_mod.root(cfg))
             metrics = record_eval(cfg, stage, s.manifest)["eval"]

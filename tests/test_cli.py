@@ -228,3 +228,13 @@ def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path):
     r = _cli("run-all", "conf=smoke", f"run.dir={tmp_path}/file/run")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"cannot write to {tmp_path}/file/run: Not a directory" in " ".join(r.stderr.split())
+
+
+def test_hints_repeat_the_users_overrides(tmp_path):
+    # pasting a hint without conf= and run.dir= would act on the default preset's run
+    where = ("conf=smoke", f"run.dir={tmp_path}/run")
+    for args, hint in ((("show", "cold_sft"), "r1pipe run --stage cold_sft"),
+                       (("eval", "--stage", "reward_model"), "r1pipe show reward_model"),
+                       (("eval", "--stage", "cold_sft"), "r1pipe run --stage cold_sft")):
+        r = _cli(*args, *where)
+        assert r.returncode == 1 and f"{hint} {' '.join(where)}" in " ".join(r.stderr.split()), r.stderr
