@@ -250,7 +250,8 @@ def show(stage: Annotated[str, typer.Argument(help="stage name")], overrides: Ov
     stage_dir = config_mod.run_dir(cfg) / stage
     data = mf.read_manifest(stage_dir)
     if data is None:
-        raise R1Error(f"{stage} has no manifest in {stage_dir}", hint=f"run it: {_again('run --stage', stage, overrides)}")
+        raise R1Error(f"{stage} has no manifest in {stage_dir}",
+                      hint=f"run it: {_again('run --stage', stage, overrides)}")
     console.print_json(json.dumps(data, default=str))
 
 
