@@ -76,7 +76,12 @@ def _options(
 
 def _setup(overrides: list[str] | None):
     overrides = list(overrides or [])
-    return config_mod.load(overrides), overrides
+    cfg = config_mod.load(overrides)
+    if not any(o.split("=", 1)[0].lstrip("+~") == "conf" for o in overrides):
+        # no conf= is the tiny preset: a run meant for a real model must not get tiny's settings unawares
+        err.print(f"preset: {cfg.preset} (default; conf=NAME picks another, `r1pipe presets` lists them)",
+                  markup=False, highlight=False)
+    return cfg, overrides
 
 
 def _again(command: str, stage: str, overrides: list[str]) -> str:

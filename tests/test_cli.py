@@ -238,3 +238,9 @@ def test_hints_repeat_the_users_overrides(tmp_path):
                        (("eval", "--stage", "cold_sft"), "r1pipe run --stage cold_sft")):
         r = _cli(*args, *where)
         assert r.returncode == 1 and f"{hint} {' '.join(where)}" in " ".join(r.stderr.split()), r.stderr
+
+
+def test_the_default_preset_is_said_when_no_conf_is_given(tmp_path):
+    bare = _cli("status", f"run.dir={tmp_path}/run")
+    assert bare.returncode == 0 and "preset: tiny (default; conf=NAME picks another" in bare.stderr
+    assert "preset:" not in _cli("status", "conf=smoke", f"run.dir={tmp_path}/run").stderr
