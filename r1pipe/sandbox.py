@@ -17,9 +17,9 @@ namespaces: programs see this machine's files and network.
 
 A run under bwrap gets new pid, net, ipc and uts namespaces (and a user one, unless we are root: _drops); a
 read-only root holding /usr, the base interpreter's prefix (its stdlib, not this venv's site-packages) and
-the loader cache; a fresh scratch directory as cwd, a small /tmp, /proc and /dev; a clean environment;
-rlimits on CPU, memory, file size, processes and core dumps. At the wall time or the output cap, everything
-in it is killed.
+the loader cache; a working directory and a /tmp that are tmpfs of file_mb each, /proc and /dev; a clean
+environment; rlimits on CPU, memory, file size, processes and core dumps. At the wall time or the output cap,
+everything in it is killed.
 """
 
 from __future__ import annotations
