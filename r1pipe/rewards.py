@@ -326,16 +326,8 @@ def _lookup(name: str, function: str | None):
         raise R1Error(f"unknown reward {name!r}", hint=f"rewards: {', '.join(REGISTRY)}, or set function: module:func")
     if not isinstance(function, str) or ":" not in function:
         raise R1Error(f"reward {name}: function={function!r} must be 'package.module:function'")
-    import importlib
-
-    module, _, attr = function.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise R1Error(f"cannot import reward {name!r} from {function!r}: {e}", hint="is the module on PYTHONPATH?") from e
-    if not callable(fn):
-        raise R1Error(f"reward {name}: {function!r} is not a function", hint="a reward is f(completions, **columns)")
-    return fn
+    return verifiers.user_function(function, f"reward {name!r} from {function!r}", f"reward {name}: {function!r}",
+                                   "a reward is f(completions, **columns)")
 
 
 def _check(name: str, fn, settings: dict, rules: list, columns=COLUMNS) -> None:

@@ -17,11 +17,11 @@ batch runs its programs in parallel.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
-from r1pipe import answers
+from r1pipe import answers, sandbox
 from r1pipe.answers import final_code
 from r1pipe.errors import R1Error
 
@@ -35,15 +35,14 @@ def program(code: str, tests: str) -> str:
 
 # -- the sandbox settings this process runs code with ------------------------------------------------------
 
-SANDBOX_DEFAULTS: dict[str, Any] = {"mode": "bwrap", "cpu_seconds": 5.0, "wall_seconds": 10.0, "memory_mb": 512,
-                                    "processes": 16, "output_bytes": 65536, "workers": None}
+# the limits' defaults are sandbox.Limits' own; mode and workers say how programs run, not within what
+SANDBOX_DEFAULTS: dict[str, Any] = {"mode": "bwrap", **{f.name: f.default for f in fields(sandbox.Limits)},
+                                    "workers": None}
 _settings: dict[str, Any] = dict(SANDBOX_DEFAULTS)
 
 
 def check_sandbox(settings: Any, where: str = "sandbox") -> dict[str, Any]:
     """The sandbox block, checked (one line per mistake), with defaults for what it leaves out."""
-    from r1pipe import sandbox
-
     if settings is None:
         return dict(SANDBOX_DEFAULTS)
     if not isinstance(settings, dict):
@@ -58,7 +57,7 @@ def check_sandbox(settings: Any, where: str = "sandbox") -> dict[str, Any]:
     for key, value in out.items():
         if key == "mode" or (key == "workers" and value is None):
             continue
-        whole = key in ("memory_mb", "processes", "output_bytes", "workers")
+        whole = key == "workers" or isinstance(SANDBOX_DEFAULTS[key], int)
         if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value <= 0:
             raise R1Error(f"{where}.{key} must be a {'whole ' if whole else ''}number > 0, got {value!r}")
     return out
@@ -75,16 +74,12 @@ def settings() -> dict[str, Any]:
     return dict(_settings)
 
 
-def limits():
-    from r1pipe import sandbox
-
+def limits() -> sandbox.Limits:
     return sandbox.Limits(**{k: v for k, v in _settings.items() if k not in ("mode", "workers")})
 
 
 def run_code(programs: list[str | None]) -> list[bool]:
     """Run each program (None: there was no code, which fails) in the sandbox, in parallel; True if it passed."""
-    from r1pipe import sandbox
-
     todo = [p for p in programs if p is not None]
     ran = sandbox.run_many(todo, limits(), mode=_settings["mode"], workers=_settings["workers"]) if todo else []
     outcomes = iter(ran)
@@ -116,12 +111,19 @@ def check_name(name: Any, where: str = "verifier") -> str:
     return name
 
 
-@functools.lru_cache(maxsize=64)
-def _import(name: str) -> Callable[[str, str], bool]:
+def user_function(spec: str, what: str, named: str, signature: str) -> Callable:
+    """Your function named "package.module:function", imported: a verifier here, a reward in rewards.build.
+    Messages: "cannot import {what}: ...", "{named} is not a function" (hint: its `signature`)."""
     import importlib
 
-    module, _, attr = name.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    module, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise R1Error(f"cannot import {what}: {e}", hint="is the module on PYTHONPATH?") from e
+    if not callable(fn):
+        raise R1Error(f"{named} is not a function", hint=signature)
+    return fn
 
 
 def get(name: Any, where: str = "verifier") -> Callable[[str, str], bool]:
@@ -134,13 +136,8 @@ def get(name: Any, where: str = "verifier") -> Callable[[str, str], bool]:
     if ":" not in name:
         raise R1Error(f"{where}: unknown verifier {name!r}",
                       hint=f"verifiers: {', '.join(BUILTIN)}, or package.module:function")
-    try:
-        fn = _import(name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise R1Error(f"{where}: cannot import verifier {name!r}: {e}", hint="is the module on PYTHONPATH?") from e
-    if not callable(fn):
-        raise R1Error(f"{where}: verifier {name!r} is not a function", hint="fn(completion: str, gold: str) -> bool")
-    return fn
+    return user_function(name, f"verifier {name!r} ({where})", f"{where}: verifier {name!r}",
+                         "fn(completion: str, gold: str) -> bool")
 
 
 def runs_code(name: Any) -> bool:

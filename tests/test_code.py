@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import FIXTURES
 
-from r1pipe import benchmarks, config, data, evaluation, filters, verifiers
+from r1pipe import benchmarks, config, data, evaluation, filters, sandbox, verifiers
 from r1pipe.errors import R1Error
 
 MIRROR = FIXTURES / "hub"
@@ -167,8 +167,13 @@ def test_a_wrong_verifier_or_sandbox_setting_fails_the_config_check(tmp_path):
 def test_the_sandbox_settings_are_part_of_only_the_stages_that_run_code(tmp_path):
     math_cfg = _cfg(tmp_path, "sandbox.wall_seconds=3")
     assert "sandbox" not in config.stage_config(math_cfg, "reasoning_rl")
-    code_cfg = _cfg(tmp_path, "task.verifier=code", "sandbox.wall_seconds=3")
+    code_cfg = _cfg(tmp_path, "task.verifier=code", "sandbox.wall_seconds=3", "sandbox.file_mb=4")
     assert config.stage_config(code_cfg, "reasoning_rl")["sandbox"]["wall_seconds"] == 3
+    verifiers.configure(config.stage_config(code_cfg, "reasoning_rl")["sandbox"])
+    try:  # every limit of sandbox.Limits is a setting, and reaches the runs
+        assert verifiers.limits() == sandbox.Limits(cpu_seconds=5, wall_seconds=3, file_mb=4)
+    finally:
+        verifiers.configure(None)
     assert "sandbox" not in config.stage_config(code_cfg, "cold_sft")  # trains on solutions, runs nothing
 
 
