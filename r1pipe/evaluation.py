@@ -50,12 +50,7 @@ def verified(samples: list[dict[str, Any]], verifier: str) -> tuple[list[bool] |
         greedy = verifiers.verify_many([s["greedy"] for s in samples], golds, verifier)
     per_sample = None
     if samples and samples[0].get("samples"):
-        flat = verifiers.verify_many([c for s in samples for c in s["samples"]],
-                                     [s["answer"] for s in samples for _ in s["samples"]], verifier)
-        per_sample, i = [], 0
-        for s in samples:
-            per_sample.append(flat[i : i + len(s["samples"])])
-            i += len(s["samples"])
+        per_sample = verifiers.verify_groups([s["samples"] for s in samples], golds, verifier)
     return greedy, per_sample
 
 

@@ -74,11 +74,8 @@ def sample_and_filter(ctx, source: str, rows: list[dict[str, str]], cfg: dict[st
     # a row's own verifier, when the source maps a verifier column (math and code prompts in one dataset)
     names = [verifiers.check_name(row.get("verifier") or cfg["verifier"], f"{ctx.name}: a row's verifier")
              for row in rows]
-    golds = [row["answer"] for row, comps in zip(rows, completions) for _ in comps]
-    flat = verifiers.verify_many([t for comps in completions for t in comps], golds,
-                                 [n for n, comps in zip(names, completions) for _ in comps])
-    for pid, (row, comps, name) in enumerate(zip(rows, completions, names)):
-        correct, flat = flat[: len(comps)], flat[len(comps) :]
+    verdicts = verifiers.verify_groups(completions, [row["answer"] for row in rows], names)
+    for pid, (row, comps, name, correct) in enumerate(zip(rows, completions, names, verdicts)):
         reasons = filters.select(comps, row["answer"], name, cfg["filters"], correct=correct)
         for j, (text, reason) in enumerate(zip(comps, reasons)):
             rec = {

@@ -160,6 +160,19 @@ def verify_many(completions: list[str], golds: list[str], names: list[str] | str
     return [bool(v) for v in out]
 
 
+def verify_groups(groups: list[list[str]], golds: list, names: list[str] | str) -> list[list[bool]]:
+    """verify_many over each row's group of completions (a prompt's k samples) against that row's gold answer
+    and verifier, in one batch so code runs in parallel across rows; the verdicts come back grouped."""
+    names = [names] * len(groups) if isinstance(names, str) else list(names)
+    flat = verify_many([c for g in groups for c in g], [gold for g, gold in zip(groups, golds) for _ in g],
+                       [n for g, n in zip(groups, names) for _ in g])
+    out, i = [], 0
+    for g in groups:
+        out.append(flat[i : i + len(g)])
+        i += len(g)
+    return out
+
+
 def _code_program(completion: str, tests) -> str | None:
     if isinstance(tests, list):  # a list of asserts, as a column may hold them: one per line
         tests = "\n".join(str(t) for t in tests)

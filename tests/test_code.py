@@ -287,3 +287,9 @@ def test_rejection_sampling_checks_each_row_by_its_own_verifier(tmp_path, monkey
     cfg = {"verifier": "code", "filters": {"require_format": False}, "sampling": sampling}
     kept, rejected, _ = traces.sample_and_filter(ctx, "reasoning_rl", rows, cfg)
     assert [r["reward_accuracy"] for r in kept] == [1.0, 1.0] and not rejected
+
+
+def test_verify_groups_checks_each_rows_group_by_its_own_verifier_and_regroups():
+    groups = [["<answer>4</answer>", "<answer>5</answer>"], [], ["<answer>\\frac{1}{2}</answer>"]]
+    assert verifiers.verify_groups(groups, ["4", "9", "0.5"], ["integer", "integer", "math"]) == [
+        [True, False], [], [True]]

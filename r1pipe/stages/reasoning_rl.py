@@ -183,10 +183,8 @@ def _difficulty_filter(ctx, model, tokenizer, rows, cfg):
         # bf16 autocast: pass rates need no more precision than evaluation's bf16 samples have
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=f.get("dtype") == "bfloat16"):
             outs = generate(model, tokenizer, [data.ask(r) for r in rows], sampling, desc="difficulty filter")
-        ok = verifiers.verify_many([c for o in outs for c in o], [r["answer"] for r, o in zip(rows, outs) for _ in o],
-                                   [verifier_of(r, cfg) for r, o in zip(rows, outs) for _ in o])
-        ends = [sum(len(o) for o in outs[: i + 1]) for i in range(len(outs))]
-        rates = [sum(ok[end - len(o) : end]) / len(o) for o, end in zip(outs, ends)]
+        verdicts = verifiers.verify_groups(outs, [r["answer"] for r in rows], [verifier_of(r, cfg) for r in rows])
+        rates = [sum(ok) / len(ok) for ok in verdicts]
         # whole or absent: a resume never reads a torn cache
         write_jsonl_atomic(cache, [{"prompt": r["prompt"], "pass_rate": rate} for r, rate in zip(rows, rates)])
     kept = [r for r, rate in zip(rows, rates) if f["min_pass_rate"] < rate < f["max_pass_rate"]]
