@@ -43,6 +43,7 @@ def main(argv: list[str]) -> int:
         metrics = stages.module(ctx.name).run(ctx) or {}
         if rank == 0:
             write_json_atomic(launch_dir / launch.RESULT, ctx.result(metrics))
+        _close_process_groups()
     except Exception as e:  # noqa: BLE001 - every failure reaches the bookkeeper as one line
         message, hint = launch.one_error(e)
         write_json_atomic(error_path, {"rank": rank, "message": message, "hint": hint})
@@ -51,6 +52,16 @@ def main(argv: list[str]) -> int:
         print(f"[rank {rank}] error: {message}", file=sys.stderr)
         return 1
     return 0
+
+
+def _close_process_groups() -> None:
+    """Destroy the process groups the trainer opened, while the interpreter is still whole. Left to exit, gloo's
+    worker threads can outlive it and abort the rank (SIGABRT, "terminate called without an active exception",
+    pytorch/pytorch#190489) after the stage succeeded, which the launcher reports as a failed stage. Only on
+    success: after an error the other ranks may still be inside a collective, and destroying could hang them."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -325,3 +325,43 @@ def test_generation_stages_parts_run_once_before_the_ranks(run_copy):
 
     rows = datasets.Dataset.from_parquet(str(run_copy / "distill" / "data" / "train.parquet"))
     assert len(rows) == distill["metrics"]["traces"]["rows"]  # written once, whole
+
+
+def test_a_rank_closes_its_process_groups_after_a_success_only(tmp_path, monkeypatch):
+    """A rank left to exit with its gloo group open can abort after the stage succeeded (SIGABRT, "terminate
+    called without an active exception"), which failed CI once: the worker destroys the groups on success, and
+    leaves them after an error, when other ranks may still be inside a collective."""
+    import types
+
+    import torch
+    import torch.distributed as dist
+
+    from r1pipe import stages, worker
+    from r1pipe.context import StageContext
+
+    (tmp_path / launch.CTX).write_text(json.dumps({"name": "cold_sft", "world_size": 1, "launcher": "torchrun"}))
+    monkeypatch.setattr(StageContext, "from_json", classmethod(lambda cls, spec: types.SimpleNamespace(
+        name=spec["name"], result=lambda metrics: {"metrics": metrics})))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+
+    def run(fail):
+        def stage_run(ctx):
+            store = dist.FileStore(str(tmp_path / f"store-{fail}"), 1)
+            dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+            ones = torch.ones(1)
+            dist.all_reduce(ones)  # the group really carries a collective
+            assert ones.item() == 1.0
+            if fail:
+                raise R1Error("the stage failed")
+            return {"ok": 1}
+        monkeypatch.setattr(stages, "module", lambda name: types.SimpleNamespace(run=stage_run))
+        return worker.main([str(tmp_path)])
+
+    assert run(fail=False) == 0 and not dist.is_initialized()
+    assert json.loads((tmp_path / launch.RESULT).read_text()) == {"metrics": {"ok": 1}}
+    try:
+        assert run(fail=True) == 1 and dist.is_initialized()
+        assert "the stage failed" in json.loads((tmp_path / "error-rank-0.json").read_text())["message"]
+    finally:
+        dist.destroy_process_group()
