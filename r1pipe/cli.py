@@ -248,7 +248,7 @@ def gc(
 
 
 @app.command()
-def show(stage: Annotated[str, typer.Argument(help="stage name")], overrides: Overrides = None):
+def show(stage: Annotated[str, typer.Option("--stage", "-s", help="the stage")], overrides: Overrides = None):
     """Print one stage's manifest."""
     cfg, overrides = _setup(overrides)
     stages.module(stage)
@@ -289,14 +289,35 @@ def list_stages(overrides: Overrides = None):
 
 
 @app.command("presets")
-def list_presets():
-    """The presets (conf=NAME), each with what it is for. A preset is conf/presets/NAME.yaml."""
-
-    table = Table(title=f"presets ({config_mod.conf_dir() / 'presets'})")
+def list_presets(
+    name: Annotated[Optional[str], typer.Argument(help="print this preset's YAML")] = None,
+    copy: Annotated[Optional[Path], typer.Option("--copy", help="copy preset NAME to this presets/NEW.yaml path, "
+                                                 "to edit and run as conf=NEW")] = None,
+):
+    """The presets (conf=NAME), each with what it is for; NAME prints one, --copy copies it out to edit.
+    $R1PIPE_CONFIG_PATH adds directories of your own (presets/, task/, ...)."""
+    files = config_mod.preset_files()
+    if copy is not None:
+        if name is None:
+            raise R1Error("--copy needs the preset to copy",
+                          hint="e.g. r1pipe presets tiny --copy my_conf/presets/mine.yaml")
+        dest = config_mod.copy_preset(name, copy)
+        home = dest.parent.parent
+        console.print(f"wrote {dest} (a copy of {files[name]})\nrun it:  {config_mod.CONFIG_PATH_ENV}={home} "
+                      f"r1pipe run-all conf={dest.stem}", markup=False, highlight=False, soft_wrap=True)
+        return
+    if name is not None:
+        if name not in files:
+            raise R1Error(f"no preset named {name!r}", hint=f"presets are: {', '.join(files)}")
+        console.print(f"# {files[name]}\n{files[name].read_text(encoding='utf-8')}", end="", markup=False,
+                      highlight=False)
+        return
+    dirs = [config_mod.conf_dir(), *config_mod.user_conf_dirs()]
+    table = Table(title=f"presets ({', '.join(str(d / 'presets') for d in dirs)})")
     table.add_column("conf=")
     table.add_column("what it is")
-    for name, about in config_mod.presets():
-        table.add_row(name, about)
+    for preset, about in config_mod.presets():
+        table.add_row(preset, about)
     console.print(table)
 
 
@@ -305,7 +326,7 @@ def slurm(stage: Annotated[str, typer.Option("--stage", "-s", help="the stage th
     """Write an sbatch script that runs one stage across Slurm nodes (settings: slurm.*, launcher.*)."""
     cfg, overrides = _setup(overrides)
     path = slurm_mod.write(cfg, stage, overrides)
-    console.print(f"wrote {path}\nsubmit it:  sbatch {path}", markup=False, highlight=False)
+    console.print(f"wrote {path}\nsubmit it:  sbatch {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("eval")
@@ -314,7 +335,7 @@ def evaluate(stage: Annotated[str, typer.Option("--stage", "-s")], overrides: Ov
     cfg, overrides = _setup(overrides)
     if not stages.get(stage).evaluates:
         raise R1Error(f"{stage} writes no answers to evaluate",
-                      hint=f"its own measurements: {_again('show', stage, overrides)}")
+                      hint=f"its own measurements: {_again('show --stage', stage, overrides)}")
     root = config_mod.run_dir(cfg)
     with RunLock(root):
         s = state.states(cfg, full=True)[stage]
@@ -407,7 +428,7 @@ def main() -> None:
         if DEBUG:
             raise
         _print_error(str(e))
-        sys.exit(1)
+        sys.exit(getattr(e, "exit_code", 1))
     except KeyboardInterrupt:
         err.print("interrupted: finished stages are kept; rerun the same command to resume")
         sys.exit(130)
@@ -419,6 +440,9 @@ def main() -> None:
                 print(e.ctx.get_help() if getattr(e, "ctx", None) else "usage: r1pipe COMMAND [ARGS]", file=sys.stderr)
             else:
                 e.show()
+                named = [a for a in argv[1:] if a in stages.names()]
+                if named and "--stage" not in argv and "-s" not in argv:  # `r1pipe run cold_sft`
+                    print(f"hint: name a stage with --stage {named[0]}", file=sys.stderr)
             sys.exit(e.exit_code)
         if type(e).__name__ == "Exit" and isinstance(getattr(e, "exit_code", None), int):
             sys.exit(e.exit_code)

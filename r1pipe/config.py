@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from r1pipe import fetch, stages
-from r1pipe.errors import R1Error
+from r1pipe.errors import R1Error, UsageError
 
 
 def conf_dir() -> Path:
@@ -25,6 +25,37 @@ def conf_dir() -> Path:
     if not (path / "config.yaml").is_file():
         raise R1Error(f"no config.yaml in {path}", hint="set R1PIPE_CONF_DIR to r1pipe's conf/ directory")
     return path
+
+
+CONFIG_PATH_ENV = "R1PIPE_CONFIG_PATH"
+
+
+def user_conf_dirs() -> list[Path]:
+    """Your own config directories: $R1PIPE_CONFIG_PATH, separated by ':'. Each is laid out like conf/ (presets/,
+    task/, launcher/, slurm/); its files are found by name as if they were in conf/ (`conf=mine` reads
+    <dir>/presets/mine.yaml, `task=mytask` <dir>/task/mytask.yaml), so configs can live outside the repository."""
+    dirs = []
+    for part in filter(None, os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep)):
+        path = Path(part).expanduser().resolve()
+        if not path.is_dir():
+            raise R1Error(f"{CONFIG_PATH_ENV} names {part}, which is not a directory",
+                          hint="each entry is a directory laid out like conf/: presets/, task/, launcher/")
+        if path != conf_dir().resolve():
+            dirs.append(path)
+    _refuse_shadows(dirs)
+    return dirs
+
+
+def _refuse_shadows(dirs: list[Path]) -> None:
+    """Hydra searches r1pipe's conf/ first, so a file of yours named like one of r1pipe's would be silently
+    ignored in favour of r1pipe's: refuse it instead."""
+    own = conf_dir()
+    for d in dirs:
+        for path in sorted(d.glob("*/*.yaml")):
+            if (own / path.parent.name / path.name).is_file():
+                raise R1Error(f"{path} has the name of r1pipe's own {path.parent.name}/{path.name}, which would be "
+                              "used instead of it", hint=f"rename it (and its `{path.parent.name}:` or `preset:` line)"
+                              if path.parent.name == "presets" else "rename it")
 
 
 def load(overrides: list[str] | tuple[str, ...] = ()):
@@ -39,7 +70,9 @@ def load(overrides: list[str] | tuple[str, ...] = ()):
     _register_resolvers()
     for o in overrides:
         if "=" not in o and not o.startswith("~"):  # ~KEY deletes a key (Hydra)
-            raise R1Error(f"override {o!r} is not KEY=VALUE", hint="e.g. conf=tiny cold_sft.trainer.max_steps=10")
+            hint = (f"name a stage with --stage {o}" if o in stages.names() else
+                    "e.g. conf=tiny cold_sft.trainer.max_steps=10")
+            raise UsageError(f"override {o!r} is not KEY=VALUE", hint=hint)
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=_with_stages(overrides))
@@ -61,7 +94,8 @@ def _with_stages(overrides: list[str]) -> list[str]:
     presets = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == "conf"]
     rest = [o for o in overrides if o not in presets]
     preset = presets[-1].split("=", 1)[1] if presets else DEFAULT_PRESET
-    extra = [f"file://{s.conf_dir.resolve()}" for s in map(stages.get, stages.names()) if s.conf_dir]
+    extra = [f"file://{d}" for d in user_conf_dirs()]
+    extra += [f"file://{s.conf_dir.resolve()}" for s in map(stages.get, stages.names()) if s.conf_dir]
     search = [f"hydra.searchpath=[{','.join(extra)}]"] if extra else []
     return [*(f"+stage@{n}={n}" for n in stages.names()), f"+presets={preset}", *search, *rest]
 
@@ -131,7 +165,8 @@ def _hydra_hint(e: Exception) -> str | None:
     if "not in struct" in text or "Could not override" in text or "Key '" in text:
         return "`r1pipe config` shows every key; prefix a new key with + (e.g. +cold_sft.trainer.warmup_ratio=0.1)"
     if "Could not find" in text:
-        return f"presets live in {conf_dir() / 'presets'}"
+        where = ", ".join(str(d / "presets") for d in [conf_dir(), *user_conf_dirs()])
+        return f"presets live in {where} (`r1pipe presets` lists them; {CONFIG_PATH_ENV} adds directories)"
     return None
 
 
@@ -141,10 +176,46 @@ def to_plain(node) -> Any:
     return OmegaConf.to_container(node, resolve=True)
 
 
+def preset_files() -> dict[str, Path]:
+    """Every preset by name: r1pipe's own, then those in $R1PIPE_CONFIG_PATH's directories."""
+    files: dict[str, Path] = {}
+    for d in [conf_dir(), *user_conf_dirs()]:
+        for path in sorted((d / "presets").glob("*.yaml")):
+            files.setdefault(path.stem, path)
+    return dict(sorted(files.items()))
+
+
+def copy_preset(name: str, dest: Path) -> Path:
+    """Copy preset NAME to `dest` (<dir>/presets/NEW.yaml) to edit, renamed after the file it becomes: its
+    `preset:` line, which names the run directory, says NEW."""
+    import re
+
+    files = preset_files()
+    if name not in files:
+        raise R1Error(f"no preset named {name!r}", hint=f"presets are: {', '.join(files)}")
+    if dest.suffix != ".yaml" or dest.parent.name != "presets":
+        raise R1Error(f"{dest} is not a presets/NAME.yaml path",
+                      hint=f"presets are found in a presets/ folder, e.g. r1pipe presets {name} --copy "
+                           f"my_conf/presets/mine.yaml, then {CONFIG_PATH_ENV}=my_conf r1pipe run-all conf=mine")
+    new = dest.stem
+    if dest.exists():
+        raise R1Error(f"{dest} exists; r1pipe does not overwrite it", hint="name another file")
+    if new in files or (conf_dir() / "presets" / dest.name).is_file():
+        raise R1Error(f"a preset named {new} exists already ({files.get(new)}); a copy must have a new name",
+                      hint=f"e.g. r1pipe presets {name} --copy {dest.with_name(f'my_{new}.yaml')}")
+    text = files[name].read_text(encoding="utf-8")
+    text, n = re.subn(rf"^preset:\s*{re.escape(name)}\s*$", f"preset: {new}", text, count=1, flags=re.M)
+    if n != 1:
+        raise R1Error(f"{files[name]} has no `preset: {name}` line to rename", hint="add one, then copy it again")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text.replace(f"conf={name}", f"conf={new}"), encoding="utf-8")
+    return dest
+
+
 def presets() -> list[tuple[str, str]]:
     """(name, first sentence of its header comment) for each preset, by name: what `r1pipe presets` lists."""
     out = []
-    for path in sorted((conf_dir() / "presets").glob("*.yaml")):
+    for path in preset_files().values():
         about = []
         for line in path.read_text(encoding="utf-8").splitlines():
             if not line.startswith("#"):

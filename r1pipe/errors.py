@@ -15,6 +15,13 @@ class R1Error(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+class UsageError(R1Error):
+    """A command line that cannot mean anything (an override without '='): exit status 2, as click's usage
+    errors have."""
+
+    exit_code = 2
+
+
 def one_line(e: BaseException | str, limit: int = 300) -> str:
     """An exception's text on one line, cut at `limit` characters (library messages can run to pages)."""
     text = " ".join(str(e).split()) or (type(e).__name__ if isinstance(e, BaseException) else "")

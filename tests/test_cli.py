@@ -1,9 +1,11 @@
 """The CLI as a user meets it: quick commands stay light, errors are one line with a non-zero exit."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import overrides_for
@@ -30,8 +32,8 @@ def _probe(*args):
 
 @pytest.mark.parametrize(
     "args",
-    [("--help",), ("status",), ("config",), ("stages",), ("show", "cold_sft"), ("run-all", "--help"), ("presets",),
-     ("--version",)],
+    [("--help",), ("status",), ("config",), ("stages",), ("show", "--stage", "cold_sft"), ("run-all", "--help"),
+     ("presets",), ("--version",)],
 )
 def test_quick_commands_never_import_torch(smoke_run, args):
     bare = "--help" in args or args in (("stages",), ("presets",), ("--version",))  # they take no run
@@ -47,8 +49,9 @@ def test_status_shows_every_stage_and_state(smoke_run):
     assert stdout.count("complete") == len(ORDER) == 8
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "r1pipe.cli", *args], capture_output=True, text=True)
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "r1pipe.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **env} if env else None)
 
 
 def test_missing_parent_is_a_one_line_error(tmp_path):
@@ -86,7 +89,7 @@ def test_dry_run_plans_without_running(smoke_run, tmp_path):
 
 
 def test_show_prints_the_manifest(smoke_run):
-    r = _cli("show", "cold_sft", *overrides_for(smoke_run))
+    r = _cli("show", "--stage", "cold_sft", *overrides_for(smoke_run))
     assert r.returncode == 0 and json.loads(r.stdout)["stage"] == "cold_sft"
 
 
@@ -233,8 +236,8 @@ def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path):
 def test_hints_repeat_the_users_overrides(tmp_path):
     # pasting a hint without conf= and run.dir= would act on the default preset's run
     where = ("conf=smoke", f"run.dir={tmp_path}/run")
-    for args, hint in ((("show", "cold_sft"), "r1pipe run --stage cold_sft"),
-                       (("eval", "--stage", "reward_model"), "r1pipe show reward_model"),
+    for args, hint in ((("show", "--stage", "cold_sft"), "r1pipe run --stage cold_sft"),
+                       (("eval", "--stage", "reward_model"), "r1pipe show --stage reward_model"),
                        (("eval", "--stage", "cold_sft"), "r1pipe run --stage cold_sft")):
         r = _cli(*args, *where)
         assert r.returncode == 1 and f"{hint} {' '.join(where)}" in " ".join(r.stderr.split()), r.stderr
@@ -244,3 +247,35 @@ def test_the_default_preset_is_said_when_no_conf_is_given(tmp_path):
     bare = _cli("status", f"run.dir={tmp_path}/run")
     assert bare.returncode == 0 and "preset: tiny (default; conf=NAME picks another" in bare.stderr
     assert "preset:" not in _cli("status", "conf=smoke", f"run.dir={tmp_path}/run").stderr
+
+
+def test_a_stage_named_without_stage_gets_told_how(tmp_path):
+    r = _cli("run", "cold_sft", "conf=smoke", f"run.dir={tmp_path}/run")
+    assert r.returncode == 2 and "name a stage with --stage cold_sft" in " ".join(r.stderr.split()), r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_preset_copied_out_runs_from_the_config_search_path(tmp_path):
+    """`presets NAME --copy` writes an editable copy named after its file; R1PIPE_CONFIG_PATH finds it and a task
+    file beside it, from outside the repository; a name that r1pipe's own conf/ has is refused, not ignored."""
+    mine = tmp_path / "my_conf"
+    r = _cli("presets", "smoke", "--copy", str(mine / "presets" / "mine.yaml"))
+    assert r.returncode == 0 and f"R1PIPE_CONFIG_PATH={mine} r1pipe run-all conf=mine" in " ".join(r.stdout.split())
+    text = (mine / "presets" / "mine.yaml").read_text()
+    assert "\npreset: mine\n" in text and "preset: smoke" not in text
+    (mine / "task").mkdir()
+    (mine / "task" / "mytask.yaml").write_text((Path(__file__).parent.parent / "conf/task/arithmetic.yaml")
+                                                .read_text().replace("name: arithmetic", "name: mytask"))
+    env = {"R1PIPE_CONFIG_PATH": str(mine)}
+    r = _cli("config", "conf=mine", "task=mytask", f"run.dir={tmp_path}/run", env=env)
+    assert r.returncode == 0 and "preset: mine" in r.stdout and "name: mytask" in r.stdout, r.stderr
+    listed = _cli("presets", env=env)
+    assert "mine" in listed.stdout and str(mine / "presets") in " ".join(listed.stdout.split())
+
+    again = _cli("presets", "smoke", "--copy", str(mine / "presets" / "mine.yaml"), env=env)
+    assert again.returncode == 1 and "exists; r1pipe does not overwrite it" in again.stderr
+    (mine / "presets" / "tiny.yaml").write_text("preset: tiny\n")
+    r = _cli("config", "conf=mine", env=env)
+    assert r.returncode == 1 and "has the name of r1pipe's own presets/tiny.yaml" in " ".join(r.stderr.split())
+    r = _cli("status", "conf=mine", env={"R1PIPE_CONFIG_PATH": str(tmp_path / "nowhere")})
+    assert r.returncode == 1 and "R1PIPE_CONFIG_PATH names" in r.stderr and "not a directory" in r.stderr
