@@ -94,11 +94,17 @@ def run(
     stage: Annotated[str, typer.Option("--stage", "-s", help="the stage to run: " + ", ".join(stages.names()))],
     overrides: Overrides = None,
     force: Annotated[bool, typer.Option("--force", help="rerun even if complete")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="as run-all --dry-run, for this stage")] = False,
+    allow_unchecked: Annotated[bool, typer.Option("--allow-unchecked", help="with --dry-run: exit 0 even when "
+                                                  "something could not be checked from here")] = False,
 ):
     """Run one stage. Its parents must be complete; a partial attempt resumes from its last checkpoint."""
 
     cfg, overrides = _setup(overrides)
     stages.module(stage)
+    if dry_run:
+        return _dry_run(cfg, stage, stage, force, allow_unchecked)
+    _warn_world_size(cfg, [stage])
     manifest = runner.run_stage(cfg, stage, overrides, force=force)
     _print_status(cfg, only=[stage])
     return manifest
@@ -110,55 +116,80 @@ def run_all(
     start: Annotated[Optional[str], typer.Option("--from", help="first stage")] = None,
     stop: Annotated[Optional[str], typer.Option("--to", help="last stage")] = None,
     force: Annotated[bool, typer.Option("--force", help="rerun every selected stage")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would run and why; load no model")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would run and why, and check every model, "
+                                          "data source and setting it can from here; load no model")] = False,
+    allow_unchecked: Annotated[bool, typer.Option("--allow-unchecked", help="with --dry-run: exit 0 even when "
+                                                  "something could not be checked from here")] = False,
     multirun: Annotated[bool, typer.Option("--multirun", "-m", help="a sweep: one run per combination of "
                                            "a=1,2 / range() / choice() values (docs/sweeps.md)")] = False,
 ):
     """Run every stage in order (or --from/--to), skipping complete ones and resuming partial ones."""
 
     if multirun:
-        return _multirun(list(overrides or []), start, stop, force, dry_run)
+        return _multirun(list(overrides or []), start, stop, force, dry_run, allow_unchecked)
     cfg, overrides = _setup(overrides)
     if dry_run:
-
-        steps = state.plan(cfg, graph.select(cfg, start, stop), force=force)
-        report = preflight.check(cfg, [s.stage for s in steps if s.action != "skip"])
-        table = Table(title=f"plan for {config_mod.run_dir(cfg)}")
-        for col in ("stage", "action", "why"):
-            table.add_column(col)
-        for s in steps:
-            table.add_row(s.stage, s.action, s.reason)
-        console.print(table)
-        if report.sources:
-            data = Table(title="data sources (field mappings checked)")
-            for col in ("stage", "key", "source", "result"):
-                data.add_column(col, overflow="fold")
-            from rich.markup import escape
-
-            for row in report.sources:
-                data.add_row(*(escape(c) for c in row))  # "[train]" is a split, not markup
-            console.print(data)
-        spec = launch.spec(cfg)
-        console.print(f"launcher: {spec['name']}, {launch.world_size(spec)} process(es) per training stage",
-                      markup=False, highlight=False)
-        console.print("config checked against TRL (field names, types, batch arithmetic): ok",
-                      markup=False, highlight=False)
-        for what, where in report.needs.items():
-            console.print(f"needs on the machine that runs it: {what} for {', '.join(dict.fromkeys(where))}",
-                          markup=False, highlight=False)
-        return
+        return _dry_run(cfg, start, stop, force, allow_unchecked)
+    _warn_world_size(cfg, graph.select(cfg, start, stop))
     runner.run_all(cfg, overrides, start=start, stop=stop, force=force)
     _print_status(cfg)
 
 
-def _multirun(overrides: list[str], start, stop, force: bool, dry_run: bool) -> None:
+def _warn_world_size(cfg, names: list[str]) -> None:
+    for warning in preflight.world_size_warnings(cfg, names):
+        err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _dry_run(cfg, start, stop, force: bool, allow_unchecked: bool) -> None:
+    """Plan, check and report; loads no model. Non-zero exit when something could not be checked here."""
+    steps = state.plan(cfg, graph.select(cfg, start, stop), force=force)
+    report = preflight.check(cfg, [s.stage for s in steps if s.action != "skip"])
+    table = Table(title=f"plan for {config_mod.run_dir(cfg)}")
+    for col in ("stage", "action", "why"):
+        table.add_column(col)
+    for s in steps:
+        table.add_row(s.stage, s.action, s.reason)
+    console.print(table)
+    from rich.markup import escape
+
+    for title, what, rows in (("models (none loaded)", "model", report.models),
+                              ("data sources (field mappings checked)", "source", report.sources)):
+        if rows:
+            found = Table(title=title)
+            for col in ("stage", "key", what, "result"):
+                found.add_column(col, overflow="fold")
+            for row in rows:
+                found.add_row(*(escape(c) for c in row))  # "[train]" is a split, not markup
+            console.print(found)
+    spec = launch.spec(cfg)
+    console.print(f"launcher: {spec['name']}, {launch.world_size(spec)} process(es) per training stage",
+                  markup=False, highlight=False)
+    console.print("config checked against TRL (field names, types, batch arithmetic): ok",
+                  markup=False, highlight=False)
+    for what, where in report.needs.items():
+        console.print(f"needs on the machine that runs it: {what} for {', '.join(dict.fromkeys(where))}",
+                      markup=False, highlight=False)
+    for warning in report.warnings:
+        console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    n, kinds = report.unchecked()
+    if not n:
+        console.print("everything checked: ok", markup=False, highlight=False)
+    elif allow_unchecked:
+        console.print(f"not checked here: {kinds} (allowed by --allow-unchecked)", markup=False, highlight=False)
+    else:
+        raise R1Error(f"{n} could not be checked from here: {kinds} (the lines above say which)",
+                      hint="check them where they can be reached, or pass --allow-unchecked when that is expected, "
+                           "as for a GPU preset checked on a laptop")
+
+
+def _multirun(overrides: list[str], start, stop, force: bool, dry_run: bool, allow_unchecked: bool) -> None:
     """`run-all -m`: each member of the sweep in turn (r1pipe/sweep.py); with --dry-run, each one's plan."""
     sweep = sweep_mod.plan(overrides)
     if dry_run:
         for m in sweep.members:
             console.print(f"member {m.dir}: r1pipe run-all {' '.join(m.overrides)}", markup=False, highlight=False,
                           soft_wrap=True)
-            run_all(m.overrides, start=start, stop=stop, force=force, dry_run=True)
+            run_all(m.overrides, start=start, stop=stop, force=force, dry_run=True, allow_unchecked=allow_unchecked)
         return
     failed = sweep_mod.run(sweep, start=start, stop=stop, force=force)
     console.print(f"sweep {sweep.dir}: {len(sweep.members) - len(failed)} of {len(sweep.members)} members complete; "

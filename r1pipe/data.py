@@ -248,6 +248,9 @@ def _read_hub(source: dict[str, Any]) -> list[dict[str, Any]]:
     copy = mirrored(source)
     if copy is not None:
         return _read_file(copy)
+    from r1pipe import hub
+
+    hub.reachable()  # no network: datasets reads its cache only, and fails at once instead of retrying
     from datasets import load_dataset
 
     try:

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from r1pipe import fetch
+from r1pipe import fetch, hub
 from r1pipe.errors import R1Error
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,7 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False, revision: 
     from transformers import AutoTokenizer
 
     missing_local_dir(path)
+    hub.require(path, revision=revision)  # offline and not cached: one line now, not a minute of retries
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as e:
@@ -200,6 +201,7 @@ def load_causal_lm(
     if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
         raise R1Error(f"dtype {dtype!r} is not a torch dtype", hint="use float32, bfloat16 or float16")
     missing_local_dir(path)
+    hub.require(path, revision=revision)
     refuse_pickled_weights(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(

@@ -7,7 +7,12 @@ vLLM, DeepSpeed) is listed as a need, not raised; everything else is an error as
 - the launcher settings;
 - every data source a stage will read, loaded and normalized with its field mapping (rows counted), and every
   evaluation benchmark. A hub dataset is read from $R1PIPE_DATA_MIRROR when set (CI points it at fixture files
-  in the public datasets' layouts); without a local copy it is reported as not checked.
+  in the public datasets' layouts); without a local copy it is reported as not checked;
+- every model a stage loads that no stage writes (base.model, distill.student.model, preference reward models):
+  a local directory's config, safetensors weights and tokenizer; a hub id in the hub cache, or asked of the hub;
+- whether the preset's batch sizes were set for the number of processes the launcher starts (run.world_size).
+The hub is asked once: offline, what needs it is "not checked" at once, not after a minute of retries. What could
+not be checked is counted; the CLI exits non-zero on it unless told it is expected (--allow-unchecked).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from r1pipe import benchmarks, data, needs, stages
+from r1pipe import benchmarks, data, hub, launch, needs, stages
 from r1pipe import config as config_mod
 from r1pipe.checks import validate
 from r1pipe.errors import R1Error
@@ -25,6 +30,16 @@ from r1pipe.errors import R1Error
 class Report:
     needs: dict[str, list[str]] = field(default_factory=dict)  # what only the target machine can provide -> where
     sources: list[tuple[str, str, str, str]] = field(default_factory=list)  # (stage, key, source, outcome)
+    models: list[tuple[str, str, str, str]] = field(default_factory=list)  # (stage, key, model, outcome)
+    warnings: list[str] = field(default_factory=list)
+
+    def unchecked(self) -> tuple[int, str]:
+        """What this machine could not check: how many, and by kind ("2 models, 1 need of the machine that runs
+        it"): models and data sources it could not reach, and needs only the target machine can show."""
+        kinds = ((sum(o.startswith("not checked") for *_, o in self.models), "model", "models"),
+                 (sum(o.startswith("not checked") for *_, o in self.sources), "data source", "data sources"),
+                 (len(self.needs), "need of the machine that runs it", "needs of the machine that runs it"))
+        return sum(n for n, *_ in kinds), ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in kinds if n)
 
 
 def check(cfg, names: list[str]) -> Report:
@@ -36,8 +51,12 @@ def check(cfg, names: list[str]) -> Report:
                 needs.missing("vllm", f"{name}.sampling.backend")
         if names and cfg.eval.after_stage and cfg.eval.backend == "vllm":
             needs.missing("vllm", "eval.backend")
+    report.warnings += world_size_warnings(cfg, names)
     for name in names:
         stage_cfg = config_mod.stage_config(cfg, name)
+        for key, model in _models(name, stage_cfg).items():
+            revision = stages.at(stage_cfg, key.removesuffix("model") + "revision")  # beside it: student.revision
+            report.models.append((name, key, str(model), hub.check_model(model, f"{name}.{key}", revision)))
         for source in stages.get(name).reads(stage_cfg):  # what the stage declares it reads under this config
             where = f"{name}.{source.key}"
             spec = stages.at(stage_cfg, source.key)
@@ -50,6 +69,31 @@ def check(cfg, names: list[str]) -> Report:
             report.sources.append(("eval", f"benchmarks.{bench}", _describe(benchmarks.resolve(spec, where), where),
                                    _count(lambda: benchmarks.load(bench, spec))))
     return report
+
+
+def _models(name: str, stage_cfg: dict[str, Any]) -> dict[str, Any]:
+    module = stages.module(name)
+    named = module.models_named(stage_cfg) if hasattr(module, "models_named") else {}
+    return {k: v for k, v in named.items() if v}
+
+
+def world_size_warnings(cfg, names: list[str]) -> list[str]:
+    """A preset whose batch sizes were set for N training processes (run.world_size), started on another number:
+    every optimizer step then sees another batch than the preset's comments say (R1's 128 becomes 16 on one
+    process of a preset sized for 8). A warning, not an error: a smaller machine may be what you mean."""
+    want = (cfg.get("run") or {}).get("world_size")
+    spec = launch.spec(cfg)
+    trains = [n for n in names if stages.get(n).distributed]
+    have = launch.world_size(spec)
+    if not want or not trains or have == want:
+        return []
+    ratio = f"1/{want // have}" if want % have == 0 else f"{have}/{want}"
+    scale = f"{have // want}x" if have % want == 0 else f"{have}/{want}"
+    effect = f"{ratio} of" if have < want else f"{scale}"
+    return [f"{cfg.preset}'s batch sizes are set for {want} training processes (run.world_size={want}); launcher "
+            f"{spec['name']} starts {have}, so each optimizer step sees {effect} the batch its comments give. Start "
+            f"{want} (e.g. launcher=torchrun launcher.nproc={want}), or scale gradient_accumulation_steps to match, "
+            f"then set run.world_size={have}"]
 
 
 def _load(source: dict[str, Any], need, where: str) -> str:

@@ -36,11 +36,29 @@ def test_dry_run_from_the_command_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "r1pipe.cli", "run-all", "conf=qwen2.5-1.5b", "--dry-run",
                         f"run.dir={tmp_path}/run", "launcher=torchrun", "launcher.nproc=8"],
                        capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
+    # offline, the hub models and the GPU cannot be checked here: said, counted, and a non-zero exit
+    assert r.returncode == 1, r.stderr
+    err = " ".join(r.stderr.split())
+    assert "4 could not be checked from here: 2 models, 2 needs of the machine that runs it" in err, err
+    assert "--allow-unchecked" in err and "Traceback" not in err
     out = " ".join(r.stdout.split())
     assert "launcher: torchrun, 8 process(es) per training stage" in out
     assert "config checked against TRL (field names, types, batch arithmetic): ok" in out
-    assert "hub:open-r1/OpenR1-Math-220k [train]" in out and "not checked" not in out
+    assert "hub:open-r1/OpenR1-Math-220k [train]" in out and "data sources" in out
+    assert "Qwen/Qwen2.5-1.5B │ not checked: no network here" in out
+    assert "warning:" not in out  # 8 processes, as the preset's batch sizes assume
+
+    r = subprocess.run([*r.args, "--allow-unchecked"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "not checked here: 2 models, 2 needs" in " ".join(r.stdout.split()), r.stderr
+
+
+def test_a_preset_sized_for_more_processes_than_launched_is_warned(tmp_path, monkeypatch):
+    monkeypatch.setenv("R1PIPE_DATA_MIRROR", str(MIRROR))
+    report = _check("qwen2.5-1.5b", tmp_path)  # no launcher: one process, for a preset set for 8
+    assert len(report.warnings) == 1 and "set for 8 training processes" in report.warnings[0]
+    assert "launcher local starts 1, so each optimizer step sees 1/8 of the batch" in report.warnings[0]
+    assert not _check("qwen2.5-1.5b", tmp_path, "launcher=torchrun", "launcher.nproc=8").warnings
+    assert not _check("qwen2.5-1.5b", tmp_path, "run.world_size=1").warnings  # said to be meant
 
 
 def test_a_wrong_field_mapping_fails_the_dry_run(tmp_path, monkeypatch):
