@@ -18,11 +18,20 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 import tempfile
 from pathlib import Path
 
 from r1pipe import graph, launch, stages
 from r1pipe.errors import R1Error
+
+
+def _python(module: str) -> list[str]:
+    """The Python that writes the script runs r1pipe and trl on every node: a bare `r1pipe` may not be on a
+    compute node's PATH (a venv activated here is not activated there), and the same interpreter is the same
+    install."""
+    return [shlex.quote(sys.executable), "-m", module]
+
 
 VLLM_WAIT_S = 1800  # a large model's first load from a shared filesystem can take many minutes
 
@@ -48,8 +57,8 @@ def write(cfg, stage: str, overrides: list[str]) -> Path:
 def script(cfg, stage: str, overrides: list[str]) -> str:
     """The sbatch script's text for one stage."""
     s = cfg.slurm
-    check(s, stage)
-    nodes, gpus, vllm = int(s.nodes), int(s.gpus_per_node), s.vllm_server
+    check(cfg, stage)
+    nodes, gpus, vllm = int(s.nodes), gpus_per_node(cfg), s.vllm_server
     run_dir = _run_dir(cfg)
     q = " ".join(shlex.quote(o) for o in overrides)
 
@@ -77,7 +86,8 @@ def script(cfg, stage: str, overrides: list[str]) -> str:
     if vllm.enabled:
         model = run_dir / graph.parents_of(cfg, stage)[0] / "model"
         port = int(vllm.port)
-        serve = f"trl vllm-serve --model {shlex.quote(str(model))} --tensor-parallel-size {int(vllm.gpus)} --port {port}"
+        serve = " ".join([*_python("trl.cli.main"), "vllm-serve", "--model", shlex.quote(str(model)),
+                          "--tensor-parallel-size", str(int(vllm.gpus or gpus)), "--port", str(port)])
         if cfg.get("trust_remote_code"):  # the server loads the same model code the trainer does
             serve += " --trust-remote-code"
         if vllm.extra_args:
@@ -102,21 +112,34 @@ def script(cfg, stage: str, overrides: list[str]) -> str:
     node = [*multi, f"launcher.nnodes={nodes}", "launcher.node_rank=$SLURM_PROCID",
             f"launcher.rdzv_endpoint=$HEAD:{int(s.rdzv_port)}", f"launcher.nproc={gpus}"]
     # single quotes around the whole command: $SLURM_PROCID, $HEAD, $VLLM_HOST expand on each node
-    cmd = " ".join(["r1pipe", "run", "--stage", stage, *(shlex.quote(o) for o in overrides), *extra, *node])
+    cmd = " ".join([*_python("r1pipe.cli"), "run", "--stage", stage, *(shlex.quote(o) for o in overrides), *extra,
+                    *node])
     srun = f'srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 -w "$TRAIN_HOSTS" bash -c {shlex.quote(cmd)}'
     # the job's status (afterok chains) is srun's, after r1pipe status has shown where the run stands
     lines += ["", f"{srun} && rc=0 || rc=$?",
               'echo "srun exited with status $rc"',
-              " ".join(["r1pipe", "status", *(shlex.quote(o) for o in overrides), *extra]) + " || true",
+              " ".join([*_python("r1pipe.cli"), "status", *(shlex.quote(o) for o in overrides), *extra]) + " || true",
               "exit $rc", ""]
     return "\n".join(lines)
 
 
-def check(s, stage: str) -> None:
+def gpus_per_node(cfg) -> int:
+    """slurm.gpus_per_node, or (null) the preset's run.world_size spread over the nodes, 1 when it sets none."""
+    s = cfg.slurm
+    if s.get("gpus_per_node") is not None:
+        return int(s.gpus_per_node)
+    world = (cfg.get("run") or {}).get("world_size") or 1
+    return max(1, -(-int(world) // int(s.nodes)))
+
+
+def check(cfg, stage: str) -> None:
     """What cannot make a working job, said before any file is written."""
+    s = cfg.slurm
     stages.module(stage)  # unknown stages raise here
     for key in ("nodes", "gpus_per_node"):
         value = s.get(key)
+        if key == "gpus_per_node" and value is None:
+            continue  # from run.world_size
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise R1Error(f"slurm.{key}={value!r} must be a whole number >= 1", hint=f"e.g. slurm.{key}=2")
     vllm = s.vllm_server
@@ -126,9 +149,9 @@ def check(s, stage: str) -> None:
         grpo = [name for name in stages.names() if stages.get(name).grpo]
         raise R1Error(f"slurm.vllm_server serves GRPO rollouts; {stage} does not use them",
                       hint=f"use it with {' or '.join(grpo)}, or set slurm.vllm_server.enabled=false")
-    gpus = vllm.get("gpus")
-    if not isinstance(gpus, int) or isinstance(gpus, bool) or not 1 <= gpus <= s.gpus_per_node:
-        raise R1Error(f"slurm.vllm_server.gpus={gpus!r} must be between 1 and slurm.gpus_per_node={s.gpus_per_node}",
+    gpus = vllm.get("gpus") or gpus_per_node(cfg)
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or not 1 <= gpus <= gpus_per_node(cfg):
+        raise R1Error(f"slurm.vllm_server.gpus={gpus!r} must be between 1 and slurm.gpus_per_node={gpus_per_node(cfg)}",
                       hint="the server runs on one node with the job's GPUs per node")
 
 

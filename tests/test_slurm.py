@@ -2,13 +2,15 @@
 
 import shlex
 import subprocess
+import sys
 
 import pytest
 
 from r1pipe import config, launch, slurm
 from r1pipe.errors import R1Error
 
-FOUR_NODES = ("slurm.nodes=4", "slurm.partition=gpu")
+FOUR_NODES = ("slurm.nodes=4", "slurm.partition=gpu", "slurm.gpus_per_node=8")
+R1PIPE = [sys.executable, "-m", "r1pipe.cli"]
 
 
 def _job(tmp_path, stage="reasoning_rl", *extra):
@@ -35,12 +37,13 @@ def test_four_node_job(tmp_path, monkeypatch):
     assert sum(1 for l in lines if l.startswith("srun ")) == 1  # no vLLM server: one step
     argv, cmd = _training_argv(text)
     assert "--nodes=4" in argv and "--ntasks=4" in argv
-    assert cmd[:4] == ["r1pipe", "run", "--stage", "reasoning_rl"] and cmd[4:4 + len(ov)] == ov
+    # the Python that wrote the script: a compute node's PATH may have no r1pipe
+    assert cmd[:6] == [*R1PIPE, "run", "--stage", "reasoning_rl"] and cmd[6:6 + len(ov)] == ov
     for want in ("launcher=torchrun", "launcher.nnodes=4", "launcher.node_rank=$SLURM_PROCID",
                  "launcher.rdzv_endpoint=$HEAD:29500", "launcher.nproc=8"):
         assert want in cmd
-    assert "trl vllm-serve" not in text and "HF_HUB_OFFLINE" not in text
-    assert "r1pipe status " + " ".join(shlex.quote(o) for o in ov) in text
+    assert "vllm-serve" not in text and "HF_HUB_OFFLINE" not in text
+    assert " ".join([shlex.quote(sys.executable), "-m r1pipe.cli status", *map(shlex.quote, ov)]) in text
 
 
 def test_written_script_is_valid_bash(tmp_path, monkeypatch):
@@ -59,7 +62,7 @@ def test_vllm_server_takes_an_extra_node(tmp_path, monkeypatch):
     text, _ = _job(tmp_path, "reasoning_rl", *FOUR_NODES, "slurm.vllm_server.enabled=true",
                    "slurm.vllm_server.gpus=4", "slurm.vllm_server.extra_args=--max-model-len 4096")
     assert "#SBATCH --nodes=5" in text.splitlines()
-    serve = next(l for l in text.splitlines() if "trl vllm-serve" in l)
+    serve = next(l for l in text.splitlines() if "-m trl.cli.main vllm-serve" in l)
     assert serve.startswith('srun --nodes=1 --ntasks=1 -w "$VLLM_HOST"') and serve.endswith(" &")
     assert f"--model {tmp_path}/run/cold_sft/model" in serve  # reasoning_rl starts from cold_sft in conf=tiny
     assert "--tensor-parallel-size 4 --port 8000 --max-model-len 4096" in serve
@@ -85,7 +88,7 @@ def test_training_command_composes(tmp_path, monkeypatch):
                    "slurm.vllm_server.enabled=true")
     _, cmd = _training_argv(text)
     expand = {"$SLURM_PROCID": "1", "$HEAD": "h0", "$VLLM_HOST": "h9"}
-    ov = cmd[4:]
+    ov = cmd[len(R1PIPE) + 3:]  # after `python -m r1pipe.cli run --stage reasoning_rl`
     for var, value in expand.items():
         ov = [o.replace(var, value) for o in ov]
     cfg = config.load(ov)
@@ -143,14 +146,14 @@ def test_awkward_override_survives_quoting(tmp_path):
     awkward = "+note=it's a \"test\" with $HOME"
     text = slurm.script(cfg, "cold_sft", ["conf=tiny", awkward])
     _, cmd = _training_argv(text)
-    assert cmd[4:6] == ["conf=tiny", awkward]
+    assert cmd[len(R1PIPE) + 3:][:2] == ["conf=tiny", awkward]
 
 
-FAKES = {  # just enough Slurm, TRL and curl to run the script here and see what each node was asked to run
+FAKES = {  # just enough Slurm, Python (r1pipe, TRL) and curl to run the script here and see what each node ran
     "scontrol": 'printf "h0\\nh1\\nh2\\n"',
     "curl": "exit 0",
-    "trl": 'echo "trl $*" >> "$LOG"; exec sleep 30',
-    "r1pipe": 'echo "r1pipe $* [on $SLURM_PROCID]" >> "$LOG"',
+    "python": ('[[ $2 == trl.cli.main ]] && { echo "trl ${*:3}" >> "$LOG"; exec sleep 30; }\n'
+               'echo "r1pipe ${*:3} [on $SLURM_PROCID]" >> "$LOG"'),
     "srun": ('while [[ $1 == -* ]]; do [[ $1 == -w ]] && { hosts=$2; shift; }; shift; done\n'
              'IFS=, read -ra H <<< "$hosts"\n'
              '(( ${#H[@]} == 1 )) && SLURM_PROCID=0 exec "$@"\n'
@@ -168,6 +171,7 @@ def test_script_runs_under_fake_slurm(tmp_path, monkeypatch):
         (bin_dir / name).chmod(0o755)
     ov = ["conf=tiny", f"run.dir={tmp_path}/run", "slurm.nodes=2", "slurm.vllm_server.enabled=true",
           "slurm.setup=[touch setup-ran]"]
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))  # the script runs the Python that wrote it
     path = slurm.write(config.load(ov), "reasoning_rl", ov)
     log = tmp_path / "log"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "SLURM_JOB_NODELIST": "h[0-2]"}
@@ -181,3 +185,12 @@ def test_script_runs_under_fake_slurm(tmp_path, monkeypatch):
         assert "vllm_server_host=h2" in r
     assert lines[-1].startswith("r1pipe status conf=tiny")
     assert (tmp_path / "setup-ran").is_file()  # setup ran after the cd
+
+
+def test_gpus_follow_the_presets_world_size(tmp_path):
+    """A CPU preset asks for one GPU per node, not 8; a preset set for 8 processes asks for 8 over the nodes."""
+    text, _ = _job(tmp_path, "cold_sft")
+    assert "#SBATCH --gpus-per-node=1" in text.splitlines() and "launcher.nproc=1" in text
+    ov = ["conf=qwen2.5-1.5b", f"run.dir={tmp_path}/run", "slurm.nodes=2"]
+    text = slurm.script(config.load(ov), "cold_sft", ov)
+    assert "#SBATCH --gpus-per-node=4" in text.splitlines() and "launcher.nproc=4" in text
