@@ -1,6 +1,6 @@
 """r1pipe benchmarks: medians over repeated runs, ratios measured side by side in one run.
 
-    make bench            # writes bench/results.json and bench/results.md (the README's table)
+    make bench            # writes bench/results.json and bench/results.md (the table in docs/results.md)
 
 Benchmarks, not tests: nothing here asserts a speed. These machines are noisy (2-5x slow-downs for tens of
 seconds), so each comparison interleaves its contenders and reports the median of several repeats.
@@ -638,7 +638,7 @@ def _steps(n: int) -> str:
 
 def main(argv: list[str]) -> None:
     """`bench.py` runs every benchmark and writes the results; `bench.py smollm2` runs the SmolLM2 section
-    alone and prints its table, writing nothing (a partial run must not replace the README's table)."""
+    alone and prints its table, writing nothing (a partial run must not replace the table in docs/results.md)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     repeats = int(os.environ.get("BENCH_REPEATS", "3"))
     t0 = time.perf_counter()

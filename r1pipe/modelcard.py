@@ -156,9 +156,10 @@ def render(run_dir: Path, manifest: dict[str, Any], model_rel: str = "model", su
     lines += ["", "## Evaluation", "", *_eval_lines(ev), "",
               "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
               "", 'tok = AutoTokenizer.from_pretrained("PATH")', 'model = AutoModelForCausalLM.from_pretrained("PATH")',
-              'ids = tok.apply_chat_template([{"role": "user", "content": "123+45"}], add_generation_prompt=True,',
-              '                              return_tensors="pt")',
-              "print(tok.decode(model.generate(ids, max_new_tokens=64)[0][ids.shape[1]:], skip_special_tokens=True))",
+              'chat = tok.apply_chat_template([{"role": "user", "content": "123+45"}], add_generation_prompt=True,',
+              '                               return_dict=True, return_tensors="pt")',
+              'out = model.generate(**chat, max_new_tokens=64)[0][chat["input_ids"].shape[1]:]',
+              "print(tok.decode(out, skip_special_tokens=True))",
               "```", "", "Answers come as `<think>…</think>` reasoning, then the answer. The full configuration of every "
               "stage is in its `manifest.json` and `config.yaml` in the run directory.", ""]
     return "\n".join(lines)

@@ -279,3 +279,14 @@ def test_a_preset_copied_out_runs_from_the_config_search_path(tmp_path):
     assert r.returncode == 1 and "has the name of r1pipe's own presets/tiny.yaml" in " ".join(r.stderr.split())
     r = _cli("status", "conf=mine", env={"R1PIPE_CONFIG_PATH": str(tmp_path / "nowhere")})
     assert r.returncode == 1 and "R1PIPE_CONFIG_PATH names" in r.stderr and "not a directory" in r.stderr
+
+
+def test_evaluating_a_stage_the_preset_does_not_evaluate_says_so(tmp_path):
+    """tiny's base is random weights (base.eval=false): `eval --stage base` once spent 9 minutes scoring 0."""
+    r = _cli("eval", "--stage", "base", "conf=tiny", f"run.dir={tmp_path}/run")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    line = " ".join(r.stderr.split())
+    assert "tiny does not evaluate base (base.eval=false)" in line
+    assert f"r1pipe eval --stage base conf=tiny run.dir={tmp_path}/run base.eval=true" in line
+    r = _cli("eval", "--stage", "base", "conf=tiny", f"run.dir={tmp_path}/run", "base.eval=true")
+    assert r.returncode == 1 and "base is " in r.stderr  # asked for: it goes on (to say base has not run)

@@ -73,3 +73,17 @@ def test_a_card_is_not_part_of_the_model_hash(run_copy):
     weights.write_text(weights.read_text().replace("{", "{ ", 1))
     states = state.states(config.load(overrides_for(run_copy)), full=True)
     assert states["cold_sft"].state == "corrupt" and "cold_sft/model/config.json changed size" in states["cold_sft"].reason
+
+
+def test_the_cards_use_snippet_runs_as_written(smoke_run, tmp_path):
+    """The card's Python, pasted with PATH filled in, runs under plain transformers (transformers 5's
+    apply_chat_template returns a BatchEncoding: a snippet that read `.shape` off it once failed)."""
+    import subprocess
+    import sys
+
+    model_dir = smoke_run / "cold_sft" / "model"
+    code = (model_dir / "README.md").read_text().split("```python\n")[1].split("```")[0]
+    script = tmp_path / "use.py"
+    script.write_text(code.replace("PATH", str(model_dir)))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
