@@ -134,10 +134,27 @@ def _suggest_key(e: Exception, overrides: list[str]) -> str | None:
         keys = _dotted(to_plain(load([o for o in overrides if o.startswith("conf=")])))
     except R1Error:
         return None
-    if m.group(1) in keys:
+    key = m.group(1)
+    if key in keys:
         return None  # the key exists: the value is what is wrong, and the message says why
-    close = difflib.get_close_matches(m.group(1), keys, n=1, cutoff=0.75)
+    parent, _, leaf = key.rpartition(".")
+    value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "...")
+    if leaf in _SOURCE_KINDS and any(f"{parent}.{kind}" in keys for kind in _SOURCE_KINDS):
+        # cold_sft.data.path=FILE: the source is a builtin now; a path beside it would name two
+        return f"{parent} is a data source; to read your file instead: '~{parent}' '+{parent}={{{leaf}: {value}}}'"
+    if parent in keys:  # a leaf under a known block: compared with its siblings, not on the shared prefix
+        siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent]
+        close = [f"{parent}.{k}" for k in difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.75)]
+    else:
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+    if parent.endswith("trainer") and parent in keys:
+        # a TRL field the preset leaves unset (warmup_ratio) is not a typo of one it sets (warmup_steps)
+        new = f"a TRL field the preset leaves unset needs a +: +{key}={value} (TRL then checks the name)"
+        return f"did you mean {close[0]}? {new[0].upper()}{new[1:]}" if close else new
     return f"did you mean {close[0]}? `r1pipe config` shows every key" if close else None
+
+
+_SOURCE_KINDS = ("builtin", "path", "hub")
 
 
 def _dotted(node: Any, prefix: str = "") -> list[str]:

@@ -63,3 +63,29 @@ def test_a_stage_cannot_start_from_a_later_or_unknown_stage():
         graph.chain(config.load(["conf=smoke", "reasoning_rl.init=cold"]))
     with pytest.raises(R1Error, match="reads cold_sft, which run.stages leaves out"):
         graph.chain(config.load(["conf=smoke", "run.stages=[base,reasoning_rl]"]))
+
+
+@pytest.mark.parametrize("override, hint", [
+    # a TRL field the preset leaves unset is not a typo of one it sets (warmup_steps): say how to add it
+    ("cold_sft.trainer.warmup_ratio=0.1", "a TRL field the preset leaves unset needs a +: "
+                                          "+cold_sft.trainer.warmup_ratio=0.1"),
+    ("cold_sft.trainer.lerning_rate=0.1", "did you mean cold_sft.trainer.learning_rate? A TRL field the preset "
+                                          "leaves unset needs a +"),
+    ("cold_sft.trainer.neftune_noise_alpha=5", "a TRL field the preset leaves unset needs a +: "
+                                               "+cold_sft.trainer.neftune_noise_alpha=5"),
+    # pointing a stage at a file: how to replace the source, not a "did you mean" its mapping
+    ("cold_sft.data.path=/data/mine.jsonl", "cold_sft.data is a data source; to read your file instead: "
+                                            "'~cold_sft.data' '+cold_sft.data={path: /data/mine.jsonl}'"),
+])
+def test_an_unknown_key_gets_the_hint_that_fits(override, hint):
+    with pytest.raises(R1Error) as e:
+        config.load(["conf=tiny", override])
+    assert hint in e.value.hint
+    assert "lerning" in override or "did you mean" not in e.value.hint
+
+
+def test_the_data_source_hint_works_as_given(tmp_path):
+    rows = tmp_path / "mine.jsonl"
+    rows.write_text('{"prompt": "1+1", "solution": "<think>1+1=2</think><answer>2</answer>"}\n')
+    cfg = config.load(["conf=tiny", "~cold_sft.data", f"+cold_sft.data={{path: {rows}}}"])
+    assert config.stage_config(cfg, "cold_sft")["data"] == {"path": str(rows)}
