@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -452,6 +453,11 @@ def main() -> None:
     argv = sys.argv[1:]
     DEBUG = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    if not _TTY:
+        # tqdm bars (transformers, datasets, the Trainer) redrawn with carriage returns are noise in a log file or
+        # a CI log; every tqdm reads its defaults from TQDM_* variables, launched ranks included. TQDM_DISABLE=0
+        # keeps them.
+        os.environ.setdefault("TQDM_DISABLE", "1")
     logging.basicConfig(
         level=logging.DEBUG if DEBUG else logging.INFO,
         format="%(message)s",

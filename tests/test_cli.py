@@ -290,3 +290,14 @@ def test_evaluating_a_stage_the_preset_does_not_evaluate_says_so(tmp_path):
     assert f"r1pipe eval --stage base conf=tiny run.dir={tmp_path}/run base.eval=true" in line
     r = _cli("eval", "--stage", "base", "conf=tiny", f"run.dir={tmp_path}/run", "base.eval=true")
     assert r.returncode == 1 and "base is " in r.stderr  # asked for: it goes on (to say base has not run)
+
+
+def test_no_progress_bars_in_a_log_without_a_terminal(tmp_path):
+    """Run from a pipe (CI, nohup, a log file), the tqdm bars of datasets, transformers and the Trainer would fill the
+    output and the stage's log with carriage-return redraws; they are off, and the Trainer's log lines stay."""
+    r = _cli("run-all", "--to", "cold_sft", *overrides_for(tmp_path / "run", "eval.after_stage=false"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    logs = "".join(p.read_text() for p in (tmp_path / "run").rglob("log/*") if p.is_file())
+    for text in (r.stdout + r.stderr, logs):
+        assert "%|" not in text and "it/s]" not in text
+    assert "'loss':" in logs or "'loss':" in r.stdout + r.stderr
