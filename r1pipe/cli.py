@@ -401,9 +401,10 @@ def report(
         path = sweep_report.build(sweep)
         console.print(f"sweep report: {path}  (plot: {path.with_name('accuracy.png')})", markup=False, highlight=False)
         return
-    cfg, _ = _setup(overrides)
+    cfg, overrides = _setup(overrides)
     if not config_mod.run_dir(cfg).is_dir():
-        raise R1Error(f"no run in {config_mod.run_dir(cfg)}", hint="run it first: r1pipe run-all " + f"conf={cfg.preset}")
+        raise R1Error(f"no run in {config_mod.run_dir(cfg)}",
+                      hint=f"run it first: {' '.join(['r1pipe run-all', *overrides])}")
     path = report_mod.build(cfg)
     console.print(f"report: {path}  (markdown: {path.with_name('report.md')})", markup=False, highlight=False)
 

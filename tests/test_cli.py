@@ -238,6 +238,7 @@ def test_hints_repeat_the_users_overrides(tmp_path):
     where = ("conf=smoke", f"run.dir={tmp_path}/run")
     for args, hint in ((("show", "--stage", "cold_sft"), "r1pipe run --stage cold_sft"),
                        (("eval", "--stage", "reward_model"), "r1pipe show --stage reward_model"),
+                       (("report",), "r1pipe run-all"),  # before eval's lock creates the run directory
                        (("eval", "--stage", "cold_sft"), "r1pipe run --stage cold_sft")):
         r = _cli(*args, *where)
         assert r.returncode == 1 and f"{hint} {' '.join(where)}" in " ".join(r.stderr.split()), r.stderr
