@@ -21,9 +21,9 @@ def _block_after(marker: str, lang: str = "") -> str:
 def _example_rows(start: int, n: int) -> list[dict]:
     """Rows in the README's schema (question, reasoning, answer), worded unlike the held-out ones."""
     items = ["apples", "pencils", "marbles", "stamps", "coins", "cards", "shells", "beads"]
-    return [{"question": f"Crate {i} holds {a} boxes of {b} {items[i % len(items)]} each; how many {items[i % len(items)]}"
-                         f" does crate {i} hold?", "reasoning": f"{a}*{b}={a * b}", "answer": str(a * b)}
-            for i in range(start, start + n) for a, b in [(3 + i % 7, 11 + i % 13)]]
+    return [{"question": f"Crate {i} holds {a} boxes of {b} {item} each; how many {item} does crate {i} hold?",
+             "reasoning": f"{a}*{b}={a * b}", "answer": str(a * b)}
+            for i in range(start, start + n) for a, b, item in [(3 + i % 7, 11 + i % 13, items[i % len(items)])]]
 
 
 def _cli(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
