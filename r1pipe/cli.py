@@ -54,6 +54,7 @@ err = Console(stderr=True, force_terminal=_TTY or None, width=shutil.get_termina
 DEBUG = False
 
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Hydra overrides, e.g. conf=tiny run.dir=runs/x")]
+_STAGES = ", ".join(stages.names())  # every --stage help names the stages
 
 
 def _version(value: bool) -> None:
@@ -92,7 +93,7 @@ def _again(command: str, stage: str, overrides: list[str]) -> str:
 
 @app.command()
 def run(
-    stage: Annotated[str, typer.Option("--stage", "-s", help="the stage to run: " + ", ".join(stages.names()))],
+    stage: Annotated[str, typer.Option("--stage", "-s", help=f"the stage to run: {_STAGES}")],
     overrides: Overrides = None,
     force: Annotated[bool, typer.Option("--force", help="rerun even if complete")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="as run-all --dry-run, for this stage")] = False,
@@ -280,7 +281,8 @@ def gc(
 
 
 @app.command()
-def show(stage: Annotated[str, typer.Option("--stage", "-s", help="the stage")], overrides: Overrides = None):
+def show(stage: Annotated[str, typer.Option("--stage", "-s", help=f"the stage: {_STAGES}")],
+         overrides: Overrides = None):
     """Print one stage's manifest."""
     cfg, overrides = _setup(overrides)
     stages.module(stage)
@@ -295,7 +297,7 @@ def show(stage: Annotated[str, typer.Option("--stage", "-s", help="the stage")],
 @app.command("config")
 def show_config(
     overrides: Overrides = None,
-    stage: Annotated[Optional[str], typer.Option("--stage", "-s", help="only this stage's resolved config")] = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", "-s", help=f"only this stage's resolved config: {_STAGES}")] = None,
 ):
     """Print the resolved config; nothing is run."""
     from omegaconf import OmegaConf
@@ -354,7 +356,8 @@ def list_presets(
 
 
 @app.command()
-def slurm(stage: Annotated[str, typer.Option("--stage", "-s", help="the stage the job runs")], overrides: Overrides = None):
+def slurm(stage: Annotated[str, typer.Option("--stage", "-s", help=f"the stage the job runs: {_STAGES}")],
+          overrides: Overrides = None):
     """Write an sbatch script that runs one stage across Slurm nodes (settings: slurm.*, launcher.*)."""
     cfg, overrides = _setup(overrides)
     path = slurm_mod.write(cfg, stage, overrides)
@@ -362,7 +365,8 @@ def slurm(stage: Annotated[str, typer.Option("--stage", "-s", help="the stage th
 
 
 @app.command("eval")
-def evaluate(stage: Annotated[str, typer.Option("--stage", "-s")], overrides: Overrides = None):
+def evaluate(stage: Annotated[str, typer.Option("--stage", "-s", help=f"the stage whose model: {_STAGES}")],
+             overrides: Overrides = None):
     """Evaluate a complete stage's model under R1's protocol on the task's held-out set."""
     cfg, overrides = _setup(overrides)
     if not stages.get(stage).evaluates:
