@@ -184,7 +184,7 @@ def _dry_run(cfg, start, stop, force: bool, allow_unchecked: bool) -> None:
                            "as for a GPU preset checked on a laptop")
 
 
-def _multirun(overrides: list[str], start, stop, force: bool, dry_run: bool, allow_unchecked: bool) -> None:
+def _multirun(overrides: list[str], start, stop, force: bool, dry_run: bool, allow_unchecked: bool = False) -> None:
     """`run-all -m`: each member of the sweep in turn (r1pipe/sweep.py); with --dry-run, each one's plan."""
     sweep = sweep_mod.plan(overrides)
     if dry_run:
@@ -460,8 +460,8 @@ def main() -> None:
     argv = [a for a in argv if a != "--debug"]
     if not _TTY:
         # tqdm bars (transformers, datasets, the Trainer) redrawn with carriage returns are noise in a log file or
-        # a CI log; every tqdm reads its defaults from TQDM_* variables, launched ranks included. TQDM_DISABLE=0
-        # keeps them.
+        # a CI log; every tqdm reads its defaults from TQDM_* variables, launched ranks included. An empty
+        # TQDM_DISABLE= keeps them (tqdm reads "0" as true).
         os.environ.setdefault("TQDM_DISABLE", "1")
     logging.basicConfig(
         level=logging.DEBUG if DEBUG else logging.INFO,

@@ -1,5 +1,6 @@
 """The Hugging Face hub, asked once and never retried: whether it can be reached from here, what its local cache
-holds, and a model named by a stage checked without loading it (`run-all --dry-run`).
+holds, a local model directory's files (before anything reads them), and a model named by a stage checked
+without loading it (`run-all --dry-run`).
 
 Without network, huggingface_hub, transformers and datasets each retry and warn before failing (a minute of
 duplicated warnings per model, then an error that blames "the path or hub id"). r1pipe asks once, with a short
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from r1pipe import fetch
 from r1pipe.errors import R1Error, one_line
 
 CONNECT_TIMEOUT_S = 3.0
@@ -91,16 +93,41 @@ def require(name: str | Path, where: str = "", revision: str | None = None) -> N
                        "point the key at a local save_pretrained directory")
 
 
+def missing_local_dir(path: str | Path) -> None:
+    """A path that can only be local (absolute, ./, ../, ~) and is not a directory: say so, rather than let
+    the hub client call it a malformed repo id."""
+    text = str(path)
+    if text.startswith(("/", "./", "../", "~")) and not Path(text).expanduser().is_dir():
+        what = "is a file, not a model directory" if Path(text).expanduser().exists() else "does not exist"
+        raise R1Error(f"model path {text} {what}",
+                      hint=fetch.fetch_hint(text) or "point it at a save_pretrained directory, or use a hub id")
+
+
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def refuse_pickled_weights(path: str | Path) -> None:
+    """A local model directory with pickled weights and no safetensors is refused before anything reads it:
+    unpickling a file can run code, so r1pipe loads weights from safetensors only."""
+    p = Path(path)
+    if not p.is_dir() or any(p.glob("*.safetensors")):
+        return
+    pickled = sorted(f.name for pattern in PICKLED_WEIGHTS for f in p.glob(pattern))
+    if pickled:
+        raise R1Error(
+            f"model at {path} has only pickled weights ({', '.join(pickled[:3])}); r1pipe loads safetensors only",
+            hint="convert it once where you trust the file: from_pretrained(dir).save_pretrained(new) writes safetensors",
+        )
+
+
 def check_model(name: str | Path, where: str, revision: str | None = None, tokenizer: bool = True) -> str:
     """Check a model a stage will load, loading nothing: 'ok, ...' or 'not checked: why' (the hub cannot be asked
     from here). What is wrong wherever it runs (a missing directory, pickled weights, no such repository)
     raises. `tokenizer`: the stage also loads the model's tokenizer."""
-    from r1pipe import models
-
     text = str(name)
     if is_local(text):
-        models.missing_local_dir(text)
-        models.refuse_pickled_weights(text)
+        missing_local_dir(text)
+        refuse_pickled_weights(text)
         d = Path(text).expanduser()
         try:
             model_type = json.loads((d / "config.json").read_text(encoding="utf-8")).get("model_type")

@@ -10,8 +10,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from r1pipe import fetch, hub
+from r1pipe import hub
 from r1pipe.errors import R1Error
+from r1pipe.hub import missing_local_dir, refuse_pickled_weights  # noqa: F401 - where callers find them
 
 log = logging.getLogger(__name__)
 
@@ -236,33 +237,6 @@ def clean_generation_config(model) -> dict[str, Any]:
     model.generation_config = GenerationConfig(
         **{k: getattr(old, k) for k in GENERATION_IDS if getattr(old, k, None) is not None})
     return dropped
-
-
-def missing_local_dir(path: str | Path) -> None:
-    """A path that can only be local (absolute, ./, ../, ~) and is not a directory: say so, rather than let
-    the hub client call it a malformed repo id."""
-    text = str(path)
-    if text.startswith(("/", "./", "../", "~")) and not Path(text).expanduser().is_dir():
-        what = "is a file, not a model directory" if Path(text).expanduser().exists() else "does not exist"
-        raise R1Error(f"model path {text} {what}",
-                      hint=fetch.fetch_hint(text) or "point it at a save_pretrained directory, or use a hub id")
-
-
-PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
-
-
-def refuse_pickled_weights(path: str | Path) -> None:
-    """A local model directory with pickled weights and no safetensors is refused before anything reads it:
-    unpickling a file can run code, so r1pipe loads weights from safetensors only."""
-    p = Path(path)
-    if not p.is_dir() or any(p.glob("*.safetensors")):
-        return
-    pickled = sorted(f.name for pattern in PICKLED_WEIGHTS for f in p.glob(pattern))
-    if pickled:
-        raise R1Error(
-            f"model at {path} has only pickled weights ({', '.join(pickled[:3])}); r1pipe loads safetensors only",
-            hint="convert it once where you trust the file: from_pretrained(dir).save_pretrained(new) writes safetensors",
-        )
 
 
 def first_line(e: BaseException) -> str:
