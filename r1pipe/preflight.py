@@ -54,7 +54,7 @@ def check(cfg, names: list[str]) -> Report:
     report.warnings += world_size_warnings(cfg, names)
     for name in names:
         stage_cfg = config_mod.stage_config(cfg, name)
-        for key, model in _models(name, stage_cfg).items():
+        for key, model in stages.get(name).models(stage_cfg).items():
             revision = stages.at(stage_cfg, key.removesuffix("model") + "revision")  # beside it: student.revision
             report.models.append((name, key, str(model), hub.check_model(model, f"{name}.{key}", revision)))
         for source in stages.get(name).reads(stage_cfg):  # what the stage declares it reads under this config
@@ -69,12 +69,6 @@ def check(cfg, names: list[str]) -> Report:
             report.sources.append(("eval", f"benchmarks.{bench}", _describe(benchmarks.resolve(spec, where), where),
                                    _count(lambda: benchmarks.load(bench, spec))))
     return report
-
-
-def _models(name: str, stage_cfg: dict[str, Any]) -> dict[str, Any]:
-    module = stages.module(name)
-    named = module.models_named(stage_cfg) if hasattr(module, "models_named") else {}
-    return {k: v for k, v in named.items() if v}
 
 
 def world_size_warnings(cfg, names: list[str]) -> list[str]:

@@ -2,6 +2,7 @@
 once, not a minute of retries. No network here: HF_HUB_OFFLINE stands for it."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -92,3 +93,15 @@ def test_the_dry_run_checks_the_base_model_and_fails_on_a_bad_one(tmp_path):
                         *overrides_for(tmp_path / "run", f"base.model={bad}")], capture_output=True, text=True)
     assert r.returncode == 1 and "has no tokenizer" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_stops_before_any_work_when_a_later_stages_model_is_out_of_reach(tmp_path):
+    """distill's student, a hub id neither cached nor reachable, fails the run before base trains, not hours later
+    when distill starts."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
+    r = subprocess.run([sys.executable, "-m", "r1pipe.cli", "run-all",
+                        *overrides_for(tmp_path / "run", "distill.student.model=acme/student")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "distill.student.model: cannot reach the hub for acme/student" in " ".join(r.stderr.split())
+    assert not (tmp_path / "run" / "base").exists()  # nothing ran

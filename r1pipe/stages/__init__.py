@@ -129,11 +129,16 @@ class Stage:
         settings (switching them changes its fingerprint) and its manifest says what was removed."""
         return any(s.task and (s.when is None or s.when(config)) for s in self.sources)
 
+    def models(self, config: dict[str, Any]) -> dict[str, Any]:
+        """{config key: local path or hub id} for each model it loads that no stage writes (models_named)."""
+        named = self.module.models_named(config) if hasattr(self.module, "models_named") else {}
+        return {k: v for k, v in named.items() if v}
+
     def local_models(self, config: dict[str, Any]) -> dict[str, Path]:
         """{config key: directory} for each model it loads that is a directory here (as transformers decides: a
         directory is loaded from disk, anything else is a hub id). Their content enters its fingerprint."""
-        named = self.module.models_named(config) if hasattr(self.module, "models_named") else {}
-        return {k: Path(str(v)).expanduser() for k, v in named.items() if v and Path(str(v)).expanduser().is_dir()}
+        return {k: Path(str(v)).expanduser() for k, v in self.models(config).items()
+                if Path(str(v)).expanduser().is_dir()}
 
     def check(self) -> None:
         """The protocol, checked at registration: a module that breaks it fails here, naming what is wrong."""
