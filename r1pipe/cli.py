@@ -53,7 +53,18 @@ _TTY = sys.stderr.isatty()
 err = Console(stderr=True, force_terminal=_TTY or None, width=shutil.get_terminal_size().columns if _TTY else None)
 DEBUG = False
 
-Overrides = Annotated[Optional[list[str]], typer.Argument(help="Hydra overrides, e.g. conf=tiny run.dir=runs/x")]
+
+
+def _preset_names() -> str:
+    try:
+        return ", ".join(sorted(p.stem for p in (config_mod.conf_dir() / "presets").glob("*.yaml")))
+    except R1Error:  # no conf/ found: the command itself will say so
+        return "see r1pipe presets"
+
+
+Overrides = Annotated[Optional[list[str]], typer.Argument(
+    help=f"Hydra overrides KEY=VALUE: conf=PRESET ({_preset_names()}; default tiny), run.dir=PATH, any key of "
+         "`r1pipe config`")]
 _STAGES = ", ".join(stages.names())  # every --stage help names the stages
 
 

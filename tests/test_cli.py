@@ -302,3 +302,10 @@ def test_no_progress_bars_in_a_log_without_a_terminal(tmp_path):
     for text in (r.stdout + r.stderr, logs):
         assert "%|" not in text and "it/s]" not in text
     assert "'loss':" in logs or "'loss':" in r.stdout + r.stderr
+
+
+def test_help_names_the_stages_and_the_presets():
+    r = _cli("run", "-h", env={"COLUMNS": "300"})
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0 and "base, cold_sft, reasoning_rl, rejection_sampling" in text
+    assert "conf=PRESET (" in text and "tiny" in text and "qwen2.5-1.5b" in text and "default tiny" in text
