@@ -57,8 +57,8 @@ DEBUG = False
 
 def _preset_names() -> str:
     try:
-        return ", ".join(sorted(p.stem for p in (config_mod.conf_dir() / "presets").glob("*.yaml")))
-    except R1Error:  # no conf/ found: the command itself will say so
+        return ", ".join(config_mod.preset_files())  # r1pipe's and those in $R1PIPE_CONFIG_PATH
+    except R1Error:  # no conf/ found, or a bad R1PIPE_CONFIG_PATH: the command itself will say so
         return "see r1pipe presets"
 
 
@@ -116,7 +116,7 @@ def run(
     cfg, overrides = _setup(overrides)
     stages.module(stage)
     if dry_run:
-        return _dry_run(cfg, stage, stage, force, allow_unchecked)
+        return _dry_run(cfg, overrides, stage, stage, force, allow_unchecked, one=True)
     _warn_world_size(cfg, [stage])
     manifest = runner.run_stage(cfg, stage, overrides, force=force)
     _print_status(cfg, only=[stage])
@@ -142,7 +142,7 @@ def run_all(
         return _multirun(list(overrides or []), start, stop, force, dry_run, allow_unchecked)
     cfg, overrides = _setup(overrides)
     if dry_run:
-        return _dry_run(cfg, start, stop, force, allow_unchecked)
+        return _dry_run(cfg, overrides, start, stop, force, allow_unchecked)
     _warn_world_size(cfg, graph.select(cfg, start, stop))
     runner.run_all(cfg, overrides, start=start, stop=stop, force=force)
     _print_status(cfg)
@@ -153,9 +153,18 @@ def _warn_world_size(cfg, names: list[str]) -> None:
         err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _dry_run(cfg, start, stop, force: bool, allow_unchecked: bool) -> None:
-    """Plan, check and report; loads no model. Non-zero exit when something could not be checked here."""
-    steps = state.plan(cfg, graph.select(cfg, start, stop), force=force)
+def _dry_run(cfg, overrides: list[str], start, stop, force: bool, allow_unchecked: bool, one: bool = False) -> None:
+    """Plan, check and report; loads no model. Non-zero exit when something could not be checked here. `one`:
+    for `run --stage` (its parents must be complete), else for run-all (one node)."""
+    targets = graph.select(cfg, start, stop)  # a stage not in this recipe fails here
+    if one:
+        st = state.states(cfg)
+        for p in graph.parents_of(cfg, start):
+            if not st[p].complete:
+                raise runner.incomplete_parent(start, p, st[p], overrides)
+    else:
+        runner.check_one_node(launch.spec(cfg))
+    steps = state.plan(cfg, targets, force=force)
     report = preflight.check(cfg, [s.stage for s in steps if s.action != "skip"])
     table = Table(title=f"plan for {config_mod.run_dir(cfg)}")
     for col in ("stage", "action", "why"):
@@ -190,7 +199,7 @@ def _dry_run(cfg, start, stop, force: bool, allow_unchecked: bool) -> None:
     elif allow_unchecked:
         console.print(f"not checked here: {kinds} (allowed by --allow-unchecked)", markup=False, highlight=False)
     else:
-        raise R1Error(f"{n} could not be checked from here: {kinds} (the lines above say which)",
+        raise R1Error(f"{n} could not be checked from here: {kinds}; the lines above say which",
                       hint="check them where they can be reached, or pass --allow-unchecked when that is expected, "
                            "as for a GPU preset checked on a laptop")
 
@@ -296,7 +305,7 @@ def show(stage: Annotated[str, typer.Option("--stage", "-s", help=f"the stage: {
          overrides: Overrides = None):
     """Print one stage's manifest."""
     cfg, overrides = _setup(overrides)
-    stages.module(stage)
+    graph.select(cfg, stage, stage)  # unknown, or not in this recipe: said with the stages it has
     stage_dir = config_mod.run_dir(cfg) / stage
     data = mf.read_manifest(stage_dir)
     if data is None:
@@ -346,7 +355,7 @@ def list_presets(
         if name is None:
             raise R1Error("--copy needs the preset to copy",
                           hint="e.g. r1pipe presets tiny --copy my_conf/presets/mine.yaml")
-        dest = config_mod.copy_preset(name, copy)
+        dest = config_mod.copy_preset(name, copy.expanduser())
         home = dest.parent.parent
         console.print(f"wrote {dest} (a copy of {files[name]})\nrun it:  {config_mod.CONFIG_PATH_ENV}={home} "
                       f"r1pipe run-all conf={dest.stem}", markup=False, highlight=False, soft_wrap=True)
@@ -354,8 +363,7 @@ def list_presets(
     if name is not None:
         if name not in files:
             raise R1Error(f"no preset named {name!r}", hint=f"presets are: {', '.join(files)}")
-        console.print(f"# {files[name]}\n{files[name].read_text(encoding='utf-8')}", end="", markup=False,
-                      highlight=False)
+        sys.stdout.write(files[name].read_text(encoding="utf-8"))  # as it is, to redirect into a file
         return
     dirs = [config_mod.conf_dir(), *config_mod.user_conf_dirs()]
     table = Table(title=f"presets ({', '.join(str(d / 'presets') for d in dirs)})")
@@ -380,8 +388,10 @@ def evaluate(stage: Annotated[str, typer.Option("--stage", "-s", help=f"the stag
              overrides: Overrides = None):
     """Evaluate a complete stage's model under R1's protocol on the task's held-out set."""
     cfg, overrides = _setup(overrides)
-    if not stages.get(stage).evaluates:
-        raise R1Error(f"{stage} writes no answers to evaluate",
+    graph.select(cfg, stage, stage)  # a stage this recipe does not run has nothing to evaluate
+    no_model = "model" not in stages.get(stage).outputs
+    if no_model or not stages.get(stage).evaluates:
+        raise R1Error(f"{stage} writes no {'model' if no_model else 'answers'} to evaluate",
                       hint=f"its own measurements: {_again('show --stage', stage, overrides)}")
     if config_mod.stage_config(cfg, stage).get("eval", True) is False and f"{stage}.eval=true" not in overrides:
         # base on tiny is random weights: minutes spent to score 0
@@ -484,6 +494,8 @@ def main() -> None:
     except R1Error as e:
         if DEBUG:
             raise
+        if getattr(e, "stage", None):
+            e.hint = _stage_hint(argv, e.stage)
         _print_error(str(e))
         sys.exit(getattr(e, "exit_code", 1))
     except KeyboardInterrupt:
@@ -509,6 +521,18 @@ def main() -> None:
             raise
         _print_error(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
         sys.exit(1)
+
+
+def _stage_hint(argv: list[str], stage: str) -> str:
+    """How the command on this line takes the stage that was given as a bare word."""
+    command = argv[0] if argv else ""
+    if "--stage" in argv or "-s" in argv:
+        return f"the stage is given with --stage already; drop the extra {stage}"
+    if command in ("run", "eval", "show", "slurm", "config"):
+        return f"name a stage with --stage {stage}"
+    if command == "run-all":
+        return f"run-all takes --from {stage} --to {stage}; for that stage alone: r1pipe run --stage {stage}"
+    return f"r1pipe {command} takes no stage (r1pipe {command} -h)"
 
 
 def _print_error(text: str) -> None:

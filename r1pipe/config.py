@@ -40,7 +40,7 @@ def user_conf_dirs() -> list[Path]:
         if not path.is_dir():
             raise R1Error(f"{CONFIG_PATH_ENV} names {part}, which is not a directory",
                           hint="each entry is a directory laid out like conf/: presets/, task/, launcher/")
-        if path != conf_dir().resolve():
+        if path != conf_dir().resolve() and path not in dirs:
             dirs.append(path)
     _refuse_shadows(dirs)
     return dirs
@@ -54,8 +54,8 @@ def _refuse_shadows(dirs: list[Path]) -> None:
         for path in sorted(d.glob("*/*.yaml")):
             if (own / path.parent.name / path.name).is_file():
                 raise R1Error(f"{path} has the name of r1pipe's own {path.parent.name}/{path.name}, which would be "
-                              "used instead of it", hint=f"rename it (and its `{path.parent.name}:` or `preset:` line)"
-                              if path.parent.name == "presets" else "rename it")
+                              "used instead of it", hint="rename it, and its `preset:` line to the new name"
+                              if path.parent.name == "presets" else "rename it (a task: and its `name:` line)")
 
 
 def load(overrides: list[str] | tuple[str, ...] = ()):
@@ -70,9 +70,9 @@ def load(overrides: list[str] | tuple[str, ...] = ()):
     _register_resolvers()
     for o in overrides:
         if "=" not in o and not o.startswith("~"):  # ~KEY deletes a key (Hydra)
-            hint = (f"name a stage with --stage {o}" if o in stages.names() else
-                    "e.g. conf=tiny cold_sft.trainer.max_steps=10")
-            raise UsageError(f"override {o!r} is not KEY=VALUE", hint=hint)
+            error = UsageError(f"override {o!r} is not KEY=VALUE", hint="e.g. conf=tiny cold_sft.trainer.max_steps=10")
+            error.stage = o if o in stages.names() else None  # a bare stage name: the CLI says how to give it
+            raise error
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=_with_stages(overrides))
@@ -80,7 +80,25 @@ def load(overrides: list[str] | tuple[str, ...] = ()):
     except (HydraException, OmegaConfBaseException, YAMLError) as e:
         hint = _replace_suggestion(e, overrides) or _suggest_key(e, overrides) or _hydra_hint(e)
         raise R1Error(_hydra_message(e), hint=hint) from e
+    _check_preset_name(cfg, overrides)
     return cfg
+
+
+def _check_preset_name(cfg, overrides: list[str]) -> None:
+    """A preset's `preset:` names its run directory (runs/<preset>) and every message about it. One that builds on
+    another (`defaults: [tiny, _self_]`) without its own line would run in the other's directory, under its name."""
+    chosen = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "conf"]
+    name = chosen[-1] if chosen else DEFAULT_PRESET
+    if cfg.get("presets") is not None:  # Hydra put the file's keys under its group: none of them took effect
+        where = preset_files().get(name, f"presets/{name}.yaml")
+        raise R1Error(f"conf={name}: {where} does not start with the line `# @package _global_`, so its settings "
+                      "landed under presets.* and none of them applies", hint="add that line at its top, as every "
+                      "preset has; r1pipe presets NAME --copy writes it")
+    if cfg.get("preset") != name and not any(o.split("=", 1)[0].lstrip("+") == "preset" for o in overrides):
+        where = preset_files().get(name, f"presets/{name}.yaml")
+        raise R1Error(f"conf={name}: {where} has no `preset: {name}` line (it gets preset: {cfg.get('preset')}), so "
+                      f"it would run as {cfg.get('preset')}, in that preset's run directory",
+                      hint=f"add the line `preset: {name}` to it")
 
 
 DEFAULT_PRESET = "tiny"
@@ -96,8 +114,16 @@ def _with_stages(overrides: list[str]) -> list[str]:
     preset = presets[-1].split("=", 1)[1] if presets else DEFAULT_PRESET
     extra = [f"file://{d}" for d in user_conf_dirs()]
     extra += [f"file://{s.conf_dir.resolve()}" for s in map(stages.get, stages.names()) if s.conf_dir]
-    search = [f"hydra.searchpath=[{','.join(extra)}]"] if extra else []
+    # quoted: a directory name with a comma or brackets is one entry of Hydra's list, not its syntax
+    search = [f"hydra.searchpath=[{','.join(_quoted(e) for e in extra)}]"] if extra else []
     return [*(f"+stage@{n}={n}" for n in stages.names()), f"+presets={preset}", *search, *rest]
+
+
+def _quoted(text: str) -> str:
+    if "'" in text or "\\" in text:
+        raise R1Error(f"config directory {text.removeprefix('file://')} has a quote or a backslash in its name",
+                      hint="move it to a directory whose path has neither")
+    return f"'{text}'"
 
 
 def _register_resolvers() -> None:
@@ -221,7 +247,7 @@ def copy_preset(name: str, dest: Path) -> Path:
         raise R1Error(f"a preset named {new} exists already ({files.get(new)}); a copy must have a new name",
                       hint=f"e.g. r1pipe presets {name} --copy {dest.with_name(f'my_{new}.yaml')}")
     text = files[name].read_text(encoding="utf-8")
-    text, n = re.subn(rf"^preset:\s*{re.escape(name)}\s*$", f"preset: {new}", text, count=1, flags=re.M)
+    text, n = re.subn(rf"^preset:[ \t]*{re.escape(name)}[ \t]*$", f"preset: {new}", text, count=1, flags=re.M)
     if n != 1:
         raise R1Error(f"{files[name]} has no `preset: {name}` line to rename", hint="add one, then copy it again")
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ class UsageError(R1Error):
     errors have."""
 
     exit_code = 2
+    stage: str | None = None  # a stage name given where an override was expected
 
 
 def one_line(e: BaseException | str, limit: int = 300) -> str:

@@ -23,26 +23,40 @@ from r1pipe.errors import R1Error, one_line
 CONNECT_TIMEOUT_S = 3.0
 _TRUE = ("1", "true", "yes", "on")
 _reachable: bool | None = None  # asked once per process
+_offline_why = ""  # why not, in words for an error message
 
 
 def reachable() -> bool:
     """Whether the hub answers from here ($HF_HUB_OFFLINE set counts as no). When it does not, the HF libraries
     are switched to their caches for the rest of the process (go_offline)."""
-    global _reachable
+    global _reachable, _offline_why
     if _reachable is None:
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE:
-            _reachable = False
+            _reachable, _offline_why = False, "HF_HUB_OFFLINE is set"
         else:
-            url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+            host, port = _probe_address()
             try:
-                socket.create_connection((url.hostname or "huggingface.co", url.port or 443),
-                                         timeout=CONNECT_TIMEOUT_S).close()
+                socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
                 _reachable = True
-            except OSError:
-                _reachable = False
+            except OSError as e:
+                _reachable, _offline_why = False, f"no network here ({host}:{port}: {one_line(e, 80)})"
         if not _reachable:
             go_offline()
     return _reachable
+
+
+def _probe_address() -> tuple[str, int]:
+    """Where a connection must get through to reach the hub: the proxy the HF client would use for it, if any
+    (HTTPS_PROXY & co., NO_PROXY honoured), else the endpoint itself at its scheme's port."""
+    import urllib.request
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, scheme = url.hostname or "huggingface.co", url.scheme or "https"
+    proxy = urllib.request.getproxies().get(scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        p = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        return p.hostname or host, p.port or (443 if p.scheme == "https" else 80)
+    return host, url.port or (80 if scheme == "http" else 443)
 
 
 def go_offline() -> None:
@@ -56,6 +70,11 @@ def go_offline() -> None:
             for attr in attrs:
                 if hasattr(sys.modules[module], attr):
                     setattr(sys.modules[module], attr, True)
+
+
+def expand(name: str | Path) -> str | Path:
+    """`~/models/x` as the directory it names: transformers does not expand `~` and would take it for a hub id."""
+    return Path(name).expanduser() if str(name).startswith("~") else name
 
 
 def is_local(name: str | Path) -> bool:
@@ -87,7 +106,7 @@ def require(name: str | Path, where: str = "", revision: str | None = None) -> N
     text = str(name)
     if is_local(text) or reachable() or cached(text, revision):
         return
-    raise R1Error(f"{where + ': ' if where else ''}cannot reach the hub for {text}: no network here, and it is not "
+    raise R1Error(f"{where + ': ' if where else ''}cannot reach the hub for {text}: {_offline_why}, and it is not "
                   f"in the hub cache ({cache_dir()})",
                   hint=f"download it where there is network (`hf download {text}`) and copy the cache here, or "
                        "point the key at a local save_pretrained directory")
@@ -109,7 +128,7 @@ PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 def refuse_pickled_weights(path: str | Path) -> None:
     """A local model directory with pickled weights and no safetensors is refused before anything reads it:
     unpickling a file can run code, so r1pipe loads weights from safetensors only."""
-    p = Path(path)
+    p = Path(path).expanduser()
     if not p.is_dir() or any(p.glob("*.safetensors")):
         return
     pickled = sorted(f.name for pattern in PICKLED_WEIGHTS for f in p.glob(pattern))
@@ -126,8 +145,11 @@ def check_model(name: str | Path, where: str, revision: str | None = None, token
     raises. `tokenizer`: the stage also loads the model's tokenizer."""
     text = str(name)
     if is_local(text):
-        missing_local_dir(text)
-        refuse_pickled_weights(text)
+        try:
+            missing_local_dir(text)
+            refuse_pickled_weights(text)
+        except R1Error as e:
+            raise R1Error(f"{where}: {e.message}", hint=e.hint) from e
         d = Path(text).expanduser()
         try:
             model_type = json.loads((d / "config.json").read_text(encoding="utf-8")).get("model_type")
@@ -154,7 +176,7 @@ def check_model(name: str | Path, where: str, revision: str | None = None, token
     if cached(text, revision):
         return "ok, in the hub cache here"
     if not reachable():
-        return f"not checked: no network here, and not in the hub cache ({cache_dir()})"
+        return f"not checked: {_offline_why}, and not in the hub cache ({cache_dir()})"
     return _ask_hub(text, where, revision)
 
 

@@ -172,6 +172,7 @@ def count_saved_parameters(model_dir: str | Path) -> int:
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False, revision: str | None = None, check: bool = True):
     from transformers import AutoTokenizer
 
+    path = hub.expand(path)
     missing_local_dir(path)
     hub.require(path, revision=revision)  # offline and not cached: one line now, not a minute of retries
     try:
@@ -201,6 +202,7 @@ def load_causal_lm(
 
     if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
         raise R1Error(f"dtype {dtype!r} is not a torch dtype", hint="use float32, bfloat16 or float16")
+    path = hub.expand(path)
     missing_local_dir(path)
     hub.require(path, revision=revision)
     refuse_pickled_weights(path)

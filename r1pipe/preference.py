@@ -28,8 +28,10 @@ class RewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification
 
+        from r1pipe.hub import expand
         from r1pipe.models import first_line, load_tokenizer, refuse_pickled_weights
 
+        path = expand(path)
         refuse_pickled_weights(path)
         self.tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, check=False)
         try:

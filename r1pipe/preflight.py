@@ -17,6 +17,7 @@ not be checked is counted; the CLI exits non-zero on it unless told it is expect
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,18 +77,26 @@ def world_size_warnings(cfg, names: list[str]) -> list[str]:
     every optimizer step then sees another batch than the preset's comments say (R1's 128 becomes 16 on one
     process of a preset sized for 8). A warning, not an error: a smaller machine may be what you mean."""
     want = (cfg.get("run") or {}).get("world_size")
-    spec = launch.spec(cfg)
-    trains = [n for n in names if stages.get(n).distributed]
-    have = launch.world_size(spec)
-    if not want or not trains or have == want:
+    if want is None:
         return []
-    ratio = f"1/{want // have}" if want % have == 0 else f"{have}/{want}"
-    scale = f"{have // want}x" if have % want == 0 else f"{have}/{want}"
-    effect = f"{ratio} of" if have < want else f"{scale}"
-    return [f"{cfg.preset}'s batch sizes are set for {want} training processes (run.world_size={want}); launcher "
-            f"{spec['name']} starts {have}, so each optimizer step sees {effect} the batch its comments give. Start "
-            f"{want} (e.g. launcher=torchrun launcher.nproc={want}), or scale gradient_accumulation_steps to match, "
-            f"then set run.world_size={have}"]
+    if not isinstance(want, int) or isinstance(want, bool) or want < 1:
+        raise R1Error(f"run.world_size={want!r} must be a whole number >= 1, or null",
+                      hint="the training processes the preset's batch sizes are set for, e.g. run.world_size=8")
+    spec = launch.spec(cfg)
+    have = launch.world_size(spec)
+    if have == want or not any(stages.get(n).distributed for n in names):
+        return []
+    def ratio(a: int, b: int) -> str:
+        g = math.gcd(a, b)
+        return f"{a // g}" if b // g == 1 else f"{a // g}/{b // g}"
+
+    share = f"{ratio(have, want)} of" if have < want else f"{ratio(have, want)} times"
+    start = "launcher=local" if want == 1 else f"launcher.nproc x launcher.nnodes = {want}"
+    return [f"{cfg.preset}'s batch sizes are set for {want} training process{'es' if want > 1 else ''} "
+            f"(run.world_size={want}); launcher "
+            f"{spec['name']} starts {have}, so each optimizer step sees {share} the batch its comments give. Start "
+            f"{want} ({start}), or multiply each stage's gradient_accumulation_steps by {ratio(want, have)} and set "
+            f"run.world_size={have}"]
 
 
 def _load(source: dict[str, Any], need, where: str) -> str:

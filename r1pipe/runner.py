@@ -51,12 +51,8 @@ def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[
         if st[name].state == "corrupt" and not force:
             raise corrupt(name, st[name].reason, " ".join(overrides))
         for p in parents_of(cfg, name):
-            force_p = " --force" if st[p].state == "corrupt" else ""
             if not st[p].complete:
-                raise R1Error(
-                    f"stage {name} needs {p}, which is {st[p].state} ({st[p].reason})",
-                    hint=f"run it first: r1pipe run --stage {p}{force_p} {' '.join(overrides)}".strip(),
-                )
+                raise incomplete_parent(name, p, st[p], overrides)
             store.use(root, p, st[p].dir, store.root(cfg))  # the child reads it through <run.dir>/<p>
             # the full check: every file whose size or mtime moved is hashed again before it is read
             problem = mf.outputs_intact(root / p, st[p].manifest, full=True)
@@ -99,15 +95,25 @@ def _adopt(cfg) -> None:
             log.info("%s: moved into the store %s", name, store.root(cfg))
 
 
-def run_all(
-    cfg, overrides: list[str], start: str | None = None, stop: str | None = None, force: bool = False
-) -> list[Step]:
-    targets = select(cfg, start, stop)
-    launcher = launch.spec(cfg)
+def incomplete_parent(name: str, parent: str, s, overrides: list[str]) -> R1Error:
+    """The error for a stage whose parent is not complete (a real run and `run --stage --dry-run` say the same)."""
+    force = " --force" if s.state == "corrupt" else ""
+    return R1Error(f"stage {name} needs {parent}, which is {s.state} ({s.reason})",
+                   hint=f"run it first: r1pipe run --stage {parent}{force} {' '.join(overrides)}".strip())
+
+
+def check_one_node(launcher: dict[str, Any]) -> None:
     launch.check(launcher)
     if int(launcher.get("nnodes", 1)) > 1:
         raise R1Error("run-all runs on one node; across nodes, run one stage per job",
                       hint="r1pipe slurm --stage NAME writes a job per stage; chain them with sbatch --dependency")
+
+
+def run_all(
+    cfg, overrides: list[str], start: str | None = None, stop: str | None = None, force: bool = False
+) -> list[Step]:
+    targets = select(cfg, start, stop)
+    check_one_node(launch.spec(cfg))
     with RunLock(config_mod.run_dir(cfg)):  # held across stages so no other writer slips in between
         _adopt(cfg)
         steps = plan(cfg, targets, force=force)

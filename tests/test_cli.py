@@ -250,10 +250,23 @@ def test_the_default_preset_is_said_when_no_conf_is_given(tmp_path):
     assert "preset:" not in _cli("status", "conf=smoke", f"run.dir={tmp_path}/run").stderr
 
 
-def test_a_stage_named_without_stage_gets_told_how(tmp_path):
-    r = _cli("run", "cold_sft", "conf=smoke", f"run.dir={tmp_path}/run")
-    assert r.returncode == 2 and "name a stage with --stage cold_sft" in " ".join(r.stderr.split()), r.stderr
+@pytest.mark.parametrize("args, hint", [
+    (("run", "cold_sft"), "name a stage with --stage cold_sft"),
+    (("show", "cold_sft"), "name a stage with --stage cold_sft"),
+    (("run-all", "cold_sft"), "run-all takes --from cold_sft --to cold_sft; for that stage alone: r1pipe run --stage"),
+    (("status", "cold_sft"), "r1pipe status takes no stage"),
+    (("run", "--stage", "cold_sft", "cold_sft"), "the stage is given with --stage already; drop the extra cold_sft"),
+])
+def test_a_stage_named_without_stage_gets_told_how_this_command_takes_one(tmp_path, args, hint):
+    r = _cli(*args, "conf=smoke", f"run.dir={tmp_path}/run")
+    assert r.returncode == 2 and hint in " ".join(r.stderr.split()), r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_preset_printed_is_the_file_as_it_is(tmp_path):
+    r = _cli("presets", "qwen2.5-1.5b", env={"COLUMNS": "40"})  # a narrow terminal must not rewrap a file
+    file = Path(__file__).parent.parent / "conf/presets/qwen2.5-1.5b.yaml"
+    assert r.returncode == 0 and r.stdout == file.read_text()
 
 
 def test_a_preset_copied_out_runs_from_the_config_search_path(tmp_path):
@@ -309,3 +322,44 @@ def test_help_names_the_stages_and_the_presets():
     text = " ".join(r.stdout.split())
     assert r.returncode == 0 and "base, cold_sft, reasoning_rl, rejection_sampling" in text
     assert "conf=PRESET (" in text and "tiny" in text and "qwen2.5-1.5b" in text and "default tiny" in text
+
+
+def test_run_dry_run_says_what_a_real_run_would_refuse(tmp_path):
+    """`run --stage --dry-run` checks the parents as `run` does; `run-all --dry-run` refuses several nodes as
+    `run-all` does: a dry run that says ok must not hide what the real command refuses."""
+    r = _cli("run", "--stage", "reasoning_rl", "--dry-run", *overrides_for(tmp_path / "run"))
+    assert r.returncode == 1 and "stage reasoning_rl needs cold_sft, which is missing" in r.stderr
+    assert "r1pipe run --stage cold_sft conf=smoke" in " ".join(r.stderr.split())
+    r = _cli("run-all", "--dry-run", *overrides_for(tmp_path / "run", "launcher=torchrun", "launcher.nnodes=2",
+                                                   "launcher.rdzv_endpoint=h:1"))
+    assert r.returncode == 1 and "run-all runs on one node" in r.stderr
+    r = _cli("run", "--stage", "base", "--dry-run", *overrides_for(tmp_path / "run"))
+    assert r.returncode == 0 and "everything checked: ok" in r.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_and_show_of_a_stage_outside_the_recipe_or_without_a_model(tmp_path):
+    where = (f"run.dir={tmp_path}/run",)
+    r = _cli("eval", "--stage", "distill", "conf=qwen2.5-0.5b", *where)  # its run.stages stop before distill
+    assert r.returncode == 1 and "stage distill is not in this recipe" in r.stderr and "KeyError" not in r.stderr
+    r = _cli("show", "--stage", "distill", "conf=qwen2.5-0.5b", *where)
+    assert r.returncode == 1 and "stage distill is not in this recipe" in r.stderr
+    r = _cli("eval", "--stage", "rejection_sampling", "conf=smoke", *where)
+    assert r.returncode == 1 and "rejection_sampling writes no model to evaluate" in r.stderr
+
+
+def test_a_preset_must_name_itself_and_odd_directory_names_work(tmp_path):
+    """A preset built on another without its own `preset:` line would run in the other's run directory under its
+    name: refused. A config directory whose name has a comma is one directory to Hydra, not two."""
+    mine = tmp_path / "a,b"
+    (mine / "presets").mkdir(parents=True)
+    (mine / "presets" / "nopre.yaml").write_text("# @package _global_\ndefaults: [tiny, _self_]\n")
+    env = {"R1PIPE_CONFIG_PATH": str(mine)}
+    r = _cli("config", "conf=nopre", env=env)
+    assert r.returncode == 1 and "has no `preset: nopre` line (it gets preset: tiny)" in " ".join(r.stderr.split())
+    (mine / "presets" / "nopre.yaml").write_text("defaults: [tiny, _self_]\npreset: nopre\n")
+    r = _cli("config", "conf=nopre", env=env)  # without Hydra's header its keys would all be ignored
+    assert r.returncode == 1 and "does not start with the line `# @package _global_`" in " ".join(r.stderr.split())
+    (mine / "presets" / "nopre.yaml").write_text("# @package _global_\ndefaults: [tiny, _self_]\npreset: nopre\n")
+    r = _cli("config", "conf=nopre", env=env)
+    assert r.returncode == 0 and "preset: nopre" in r.stdout and "dir: runs/nopre" in r.stdout, r.stderr

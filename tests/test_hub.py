@@ -54,15 +54,15 @@ def test_a_local_model_is_checked_by_its_files(tmp_path):
 
 def test_a_hub_id_offline_is_not_checked_and_a_malformed_one_is_an_error(offline):
     outcome = hub.check_model("Qwen/Qwen2.5-0.5B", "base.model")
-    assert outcome.startswith("not checked: no network here, and not in the hub cache")
+    assert outcome.startswith("not checked: HF_HUB_OFFLINE is set, and not in the hub cache")
     with pytest.raises(R1Error, match="neither a directory here nor a hub id"):
         hub.check_model("not a//repo id", "distill.student.model")
 
 
 def test_loading_a_hub_id_without_network_fails_at_once_in_one_line(offline):
     start = time.monotonic()
-    with pytest.raises(R1Error, match="cannot reach the hub for Qwen/Qwen2.5-0.5B: no network here, and it is not "
-                                      "in the hub cache") as e:
+    with pytest.raises(R1Error, match="cannot reach the hub for Qwen/Qwen2.5-0.5B: HF_HUB_OFFLINE is set, and it "
+                                      "is not in the hub cache") as e:
         models.load_tokenizer("Qwen/Qwen2.5-0.5B")
     assert "hf download Qwen/Qwen2.5-0.5B" in e.value.hint
     with pytest.raises(R1Error, match="cannot reach the hub"):
@@ -105,3 +105,41 @@ def test_a_run_stops_before_any_work_when_a_later_stages_model_is_out_of_reach(t
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "distill.student.model: cannot reach the hub for acme/student" in " ".join(r.stderr.split())
     assert not (tmp_path / "run" / "base").exists()  # nothing ran
+
+
+def test_the_hub_is_probed_where_the_client_would_connect(monkeypatch):
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
+                "no_proxy", "HF_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    assert hub._probe_address() == ("huggingface.co", 443)
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.local")
+    assert hub._probe_address() == ("mirror.local", 80)  # http's port, not 443
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.corp:3128")
+    assert hub._probe_address() == ("proxy.corp", 3128)  # through the proxy the client would use
+    monkeypatch.setenv("NO_PROXY", "mirror.local")
+    assert hub._probe_address() == ("mirror.local", 80)
+
+
+def test_no_answer_switches_the_libraries_to_their_caches_and_says_why(monkeypatch):
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setattr(hub, "_reachable", None)
+    monkeypatch.setattr(hub, "_offline_why", "")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert hub.reachable() is False and hub.reachable() is False  # asked once
+    assert hub._offline_why.startswith("no network here (127.0.0.1:9:")
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and constants.HF_HUB_OFFLINE is True
+
+
+def test_a_model_path_with_a_tilde_loads(tmp_path, monkeypatch):
+    """transformers takes `~/x` for a hub id; r1pipe expands it, as its checks do."""
+    from conftest import save_tiny_model
+
+    save_tiny_model(tmp_path / "models" / "small")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert hub.check_model("~/models/small", "base.model").startswith("ok, local")
+    assert models.load_causal_lm("~/models/small").config.model_type == "qwen2"
+    assert models.load_tokenizer("~/models/small").pad_token is not None

@@ -45,7 +45,7 @@ def test_dry_run_from_the_command_line(tmp_path):
     assert "launcher: torchrun, 8 process(es) per training stage" in out
     assert "config checked against TRL (field names, types, batch arithmetic): ok" in out
     assert "hub:open-r1/OpenR1-Math-220k [train]" in out and "data sources" in out
-    assert "Qwen/Qwen2.5-1.5B │ not checked: no network here" in out
+    assert "Qwen/Qwen2.5-1.5B │ not checked: HF_HUB_OFFLINE is set" in out
     assert "warning:" not in out  # 8 processes, as the preset's batch sizes assume
 
     r = subprocess.run([*r.args, "--allow-unchecked"], capture_output=True, text=True, env=env)
@@ -123,3 +123,11 @@ def test_use_vllm_without_vllm_is_one_line_before_any_model_loads(tmp_path, monk
     with pytest.raises(R1Error, match=r"reasoning_rl.trainer.use_vllm is true, but vLLM is not installed"):
         runner.run_all(config.load(ov), ov)
     assert not (tmp_path / "base").exists()
+
+
+@pytest.mark.parametrize("bad", ["run.world_size='8'", "run.world_size=-2", "run.world_size=2.5",
+                                 "run.world_size=true"])
+def test_run_world_size_must_be_a_whole_number(tmp_path, monkeypatch, bad):
+    monkeypatch.setenv("R1PIPE_DATA_MIRROR", str(MIRROR))
+    with pytest.raises(R1Error, match="must be a whole number >= 1, or null"):
+        _check("qwen2.5-1.5b", tmp_path, bad)
