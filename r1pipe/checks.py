@@ -42,13 +42,14 @@ def validate(cfg, names: list[str]) -> None:
             verifiers.check_name(stage_cfg["verifier"], f"{name}.verifier")
         if config_mod.runs_code(stage_cfg):
             code_checked_in.append(name)
-        if not needs.elsewhere():  # a --dry-run checks each model's files and reports what it cannot reach
-            for key, model in stage.models(stage_cfg).items():
-                # a hub id neither cached nor reachable fails now, not when its stage starts hours later
-                revision = stages.at(stage_cfg, key.removesuffix("model") + "revision")  # beside it
-                hub.require(model, f"{name}.{key}", revision=revision)
         if hasattr(stage.module, "validate"):
             stage.module.validate(stage_cfg, world_size=world)  # the processes the launcher will start (batch rules)
+        if not needs.elsewhere():  # a --dry-run checks each model's files and reports what it cannot reach
+            for key, model in stage.models(stage_cfg).items():
+                # a hub id neither cached nor reachable fails now, not when its stage starts hours later (after
+                # the stage's own checks, which say more about a mistyped name)
+                revision = stages.at(stage_cfg, key.removesuffix("model") + "revision")  # beside it
+                hub.require(model, f"{name}.{key}", revision=revision)
     if code_checked_in:
         check_sandbox(cfg, code_checked_in)
 
