@@ -43,22 +43,22 @@ def test_the_readme_example_task_file_checks_and_trains(tmp_path):
     write("test.jsonl", [{"question": f"Multiply {a} by {b}.", "answer": str(a * b)} for a, b in zip(range(20, 36),
                                                                                                   range(40, 56))])
 
-    commands = _block_after("Check the task, then train:").strip().splitlines()
+    commands = _block_after("Check the task, then train:").strip().replace("\\\n", " ").splitlines()
     assert commands[0] == "export R1PIPE_CONFIG_PATH=my_conf"
     env = {"R1PIPE_CONFIG_PATH": "my_conf", "HF_HUB_OFFLINE": "1"}
     dry = shlex.split(commands[1].split("#")[0])
     assert dry[:2] == ["r1pipe", "run-all"] and "--dry-run" in dry
-    r = _cli(dry[1:] + [f"run.dir={tmp_path}/run"], tmp_path, env)
+    assert "run.dir=runs/mytask" in dry  # its own run directory, not the tour's runs/tiny
+    r = _cli(dry[1:], tmp_path, env)
     assert r.returncode == 0 and "everything checked: ok" in " ".join(r.stdout.split()), r.stdout + r.stderr
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "runs").exists()
 
     # the README's training command at smoke size: the task file really trains cold_sft on these rows
     train = shlex.split(commands[2].split("#")[0])
-    args = [("conf=smoke" if a == "conf=tiny" else a) for a in train[1:]] + [f"run.dir={tmp_path}/run",
-                                                                          "eval.after_stage=false"]
+    args = [("conf=smoke" if a == "conf=tiny" else a) for a in train[1:]] + ["eval.after_stage=false"]
     r = _cli(args, tmp_path, env)
     assert r.returncode == 0, r.stderr[-3000:]
-    manifest = json.loads((tmp_path / "run" / "cold_sft" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "runs" / "mytask" / "cold_sft" / "manifest.json").read_text())
     assert manifest["stage"] == "cold_sft" and manifest["metrics"]["global_step"] == 5
     checked = manifest["decontamination"]["sources"]["data"]
     assert (checked["checked"], checked["removed"]) == (64, 0)  # no training row overlaps a held-out one
