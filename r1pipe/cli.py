@@ -323,6 +323,8 @@ def show_config(
     from omegaconf import OmegaConf
 
     cfg, _ = _setup(overrides)
+    if stage:
+        stages.get(stage)  # an unknown name is said as every command says it, with the stages there are
     node = config_mod.stage_config(cfg, stage) if stage else config_mod.to_plain(cfg)
     console.print(OmegaConf.to_yaml(OmegaConf.create(node)), end="", markup=False, highlight=False)
 
