@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from r1pipe import attemptlog, graph, launch, preflight, runner, stages, state, sweep_report
+from r1pipe import attemptlog, graph, preflight, runner, stages, state, sweep_report
 from r1pipe import compare as compare_mod
 from r1pipe import config as config_mod
 from r1pipe import fetch as fetch_mod
@@ -116,7 +116,7 @@ def run(
     cfg, overrides = _setup(overrides)
     stages.module(stage)
     if dry_run:
-        return _dry_run(cfg, overrides, stage, stage, force, allow_unchecked, one=True)
+        return preflight.dry_run(cfg, overrides, stage, stage, force, allow_unchecked, console, one=True)
     _warn_world_size(cfg, [stage])
     manifest = runner.run_stage(cfg, stage, overrides, force=force)
     _print_status(cfg, only=[stage])
@@ -142,7 +142,7 @@ def run_all(
         return _multirun(list(overrides or []), start, stop, force, dry_run, allow_unchecked)
     cfg, overrides = _setup(overrides)
     if dry_run:
-        return _dry_run(cfg, overrides, start, stop, force, allow_unchecked)
+        return preflight.dry_run(cfg, overrides, start, stop, force, allow_unchecked, console)
     _warn_world_size(cfg, graph.select(cfg, start, stop))
     runner.run_all(cfg, overrides, start=start, stop=stop, force=force)
     _print_status(cfg)
@@ -151,57 +151,6 @@ def run_all(
 def _warn_world_size(cfg, names: list[str]) -> None:
     for warning in preflight.world_size_warnings(cfg, names):
         err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
-
-
-def _dry_run(cfg, overrides: list[str], start, stop, force: bool, allow_unchecked: bool, one: bool = False) -> None:
-    """Plan, check and report; loads no model. Non-zero exit when something could not be checked here. `one`:
-    for `run --stage` (its parents must be complete), else for run-all (one node)."""
-    targets = graph.select(cfg, start, stop)  # a stage not in this recipe fails here
-    if one:
-        st = state.states(cfg)
-        for p in graph.parents_of(cfg, start):
-            if not st[p].complete:
-                raise runner.incomplete_parent(start, p, st[p], overrides)
-    else:
-        runner.check_one_node(launch.spec(cfg))
-    steps = state.plan(cfg, targets, force=force)
-    report = preflight.check(cfg, [s.stage for s in steps if s.action != "skip"])
-    table = Table(title=f"plan for {config_mod.run_dir(cfg)}")
-    for col in ("stage", "action", "why"):
-        table.add_column(col)
-    for s in steps:
-        table.add_row(s.stage, s.action, s.reason)
-    console.print(table)
-    from rich.markup import escape
-
-    for title, what, rows in (("models (none loaded)", "model", report.models),
-                              ("data sources (field mappings checked)", "source", report.sources)):
-        if rows:
-            found = Table(title=title)
-            for col in ("stage", "key", what, "result"):
-                found.add_column(col, overflow="fold")
-            for row in rows:
-                found.add_row(*(escape(c) for c in row))  # "[train]" is a split, not markup
-            console.print(found)
-    spec = launch.spec(cfg)
-    console.print(f"launcher: {spec['name']}, {launch.world_size(spec)} process(es) per training stage",
-                  markup=False, highlight=False)
-    console.print("config checked against TRL (field names, types, batch arithmetic): ok",
-                  markup=False, highlight=False)
-    for what, where in report.needs.items():
-        console.print(f"needs on the machine that runs it: {what} for {', '.join(dict.fromkeys(where))}",
-                      markup=False, highlight=False)
-    for warning in report.warnings:
-        console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
-    n, kinds = report.unchecked()
-    if not n:
-        console.print("everything checked: ok", markup=False, highlight=False)
-    elif allow_unchecked:
-        console.print(f"not checked here: {kinds} (allowed by --allow-unchecked)", markup=False, highlight=False)
-    else:
-        raise R1Error(f"{n} could not be checked from here: {kinds}; the lines above say which",
-                      hint="check them where they can be reached, or pass --allow-unchecked when that is expected, "
-                           "as for a GPU preset checked on a laptop")
 
 
 def _multirun(overrides: list[str], start, stop, force: bool, dry_run: bool, allow_unchecked: bool = False) -> None:

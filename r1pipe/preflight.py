@@ -1,7 +1,9 @@
-"""`run-all --dry-run`: everything that can be checked before a run, on any machine, loading no model.
+"""`run-all --dry-run` and `run --stage --dry-run` (`dry_run`): everything that can be checked before a run, on
+any machine, loading no model, and the report of it.
 
-For a GPU preset checked on a laptop or a CI runner, what only the target machine can show (a GPU for bf16,
-vLLM, DeepSpeed) is listed as a need, not raised; everything else is an error as in a real run:
+What a real run of the same command would refuse, the dry run refuses (a missing parent, several nodes for
+run-all). For a GPU preset checked on a laptop or a CI runner, what only the target machine can show (a GPU for
+bf16, vLLM, DeepSpeed) is listed as a need, not raised; everything else is an error as in a real run:
 - each stage's config against its TRL config class, at the world size its launcher will start, and the
   GRPO batch arithmetic;
 - the launcher settings;
@@ -12,7 +14,7 @@ vLLM, DeepSpeed) is listed as a need, not raised; everything else is an error as
   a local directory's config, safetensors weights and tokenizer; a hub id in the hub cache, or asked of the hub;
 - whether the preset's batch sizes were set for the number of processes the launcher starts (run.world_size).
 The hub is asked once: offline, what needs it is "not checked" at once, not after a minute of retries. What could
-not be checked is counted; the CLI exits non-zero on it unless told it is expected (--allow-unchecked).
+not be checked is counted, and the dry run fails on it unless told it is expected (--allow-unchecked).
 """
 
 from __future__ import annotations
@@ -41,6 +43,62 @@ class Report:
                  (sum(o.startswith("not checked") for *_, o in self.sources), "data source", "data sources"),
                  (len(self.needs), "need of the machine that runs it", "needs of the machine that runs it"))
         return sum(n for n, *_ in kinds), ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in kinds if n)
+
+
+def dry_run(cfg, overrides: list[str], start, stop, force: bool, allow_unchecked: bool, console,
+            one: bool = False) -> None:
+    """`run-all --dry-run` and `run --stage --dry-run`: plan, check and print the report on `console`; loads no
+    model. Raises when something could not be checked here, unless allowed. `one`: for `run --stage` (its parents
+    must be complete, as `run` requires), else for run-all (one node, as run-all requires)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from r1pipe import graph, runner, state
+
+    targets = graph.select(cfg, start, stop)  # a stage not in this recipe fails here
+    if one:
+        st = state.states(cfg)
+        for p in graph.parents_of(cfg, start):
+            if not st[p].complete:
+                raise runner.incomplete_parent(start, p, st[p], overrides)
+    else:
+        runner.check_one_node(launch.spec(cfg))
+    steps = state.plan(cfg, targets, force=force)
+    report = check(cfg, [s.stage for s in steps if s.action != "skip"])
+    table = Table(title=f"plan for {config_mod.run_dir(cfg)}")
+    for col in ("stage", "action", "why"):
+        table.add_column(col)
+    for s in steps:
+        table.add_row(s.stage, s.action, s.reason)
+    console.print(table)
+    for title, what, rows in (("models (none loaded)", "model", report.models),
+                              ("data sources (field mappings checked)", "source", report.sources)):
+        if rows:
+            found = Table(title=title)
+            for col in ("stage", "key", what, "result"):
+                found.add_column(col, overflow="fold")
+            for row in rows:
+                found.add_row(*(escape(c) for c in row))  # "[train]" is a split, not markup
+            console.print(found)
+    spec = launch.spec(cfg)
+    console.print(f"launcher: {spec['name']}, {launch.world_size(spec)} process(es) per training stage",
+                  markup=False, highlight=False)
+    console.print("config checked against TRL (field names, types, batch arithmetic): ok",
+                  markup=False, highlight=False)
+    for what, where in report.needs.items():
+        console.print(f"needs on the machine that runs it: {what} for {', '.join(dict.fromkeys(where))}",
+                      markup=False, highlight=False)
+    for warning in report.warnings:
+        console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    n, kinds = report.unchecked()
+    if not n:
+        console.print("everything checked: ok", markup=False, highlight=False)
+    elif allow_unchecked:
+        console.print(f"not checked here: {kinds} (allowed by --allow-unchecked)", markup=False, highlight=False)
+    else:
+        raise R1Error(f"{n} could not be checked from here: {kinds}; the lines above say which",
+                      hint="check them where they can be reached, or pass --allow-unchecked when that is expected, "
+                           "as for a GPU preset checked on a laptop")
 
 
 def check(cfg, names: list[str]) -> Report:
