@@ -266,7 +266,8 @@ def show(stage: Annotated[str, typer.Option("--stage", "-s", help=f"the stage: {
 @app.command("config")
 def show_config(
     overrides: Overrides = None,
-    stage: Annotated[Optional[str], typer.Option("--stage", "-s", help=f"only this stage's resolved config: {_STAGES}")] = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", "-s",
+                                                 help=f"only this stage's resolved config: {_STAGES}")] = None,
 ):
     """Print the resolved config; nothing is run."""
     from omegaconf import OmegaConf
@@ -347,7 +348,7 @@ def evaluate(stage: Annotated[str, typer.Option("--stage", "-s", help=f"the stag
     if config_mod.stage_config(cfg, stage).get("eval", True) is False and f"{stage}.eval=true" not in overrides:
         # base on tiny is random weights: minutes spent to score 0
         raise R1Error(f"{cfg.preset} does not evaluate {stage} ({stage}.eval=false)",
-                      hint=f"to evaluate it anyway: {_again('eval --stage', stage, [*overrides, f'{stage}.eval=true'])}")
+                      hint="to evaluate it anyway: " + _again("eval --stage", stage, [*overrides, f"{stage}.eval=true"]))
     root = config_mod.run_dir(cfg)
     with RunLock(root):
         s = state.states(cfg, full=True)[stage]
@@ -406,7 +407,8 @@ def seeds(
     try:
         chosen = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
-        raise R1Error(f"--seeds {seeds!r} is not a comma-separated list of integers", hint="e.g. --seeds 1,2,3") from None
+        raise R1Error(f"--seeds {seeds!r} is not a comma-separated list of integers",
+                      hint="e.g. --seeds 1,2,3") from None
     if not chosen:
         raise R1Error("--seeds names no seed", hint="e.g. --seeds 1,2,3")
     cfg, overrides = _setup(overrides)
