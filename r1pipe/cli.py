@@ -348,7 +348,8 @@ def evaluate(stage: Annotated[str, typer.Option("--stage", "-s", help=f"the stag
     if config_mod.stage_config(cfg, stage).get("eval", True) is False and f"{stage}.eval=true" not in overrides:
         # base on tiny is random weights: minutes spent to score 0
         raise R1Error(f"{cfg.preset} does not evaluate {stage} ({stage}.eval=false)",
-                      hint="to evaluate it anyway: " + _again("eval --stage", stage, [*overrides, f"{stage}.eval=true"]))
+                      hint="to evaluate it anyway: "
+                           + _again("eval --stage", stage, [*overrides, f"{stage}.eval=true"]))
     root = config_mod.run_dir(cfg)
     with RunLock(root):
         s = state.states(cfg, full=True)[stage]
