@@ -1,9 +1,12 @@
 """Pre-flight checks of the stages about to run, before any model loads: each stage's config against its TRL
 config class at the world size its launcher will start, the GRPO batch arithmetic, the launcher, and the data
-sources' kinds. Used by every run and by `run-all --dry-run` (r1pipe/preflight.py), which adds the data itself.
+sources' kinds, each hub model within reach. Used by every run and by `run-all --dry-run` (r1pipe/preflight.py),
+which adds the data itself. Also the warning for a preset's batch sizes set for another number of processes.
 """
 
 from __future__ import annotations
+
+import math
 
 from r1pipe import benchmarks, data, hub, launch, needs, stages, verifiers
 from r1pipe import config as config_mod
@@ -68,3 +71,30 @@ def check_sandbox(cfg, users: list[str]) -> None:
         who = ", ".join(users[:3]) + (f" and {len(users) - 3} more" if len(users) > 3 else "")
         raise R1Error(f"{who} run{'s' if len(users) == 1 else ''} model-written programs: {e.message}",
                       hint=e.hint) from e
+
+
+def world_size_warnings(cfg, names: list[str]) -> list[str]:
+    """A preset whose batch sizes were set for N training processes (run.world_size), started on another number:
+    every optimizer step then sees another batch than the preset's comments say (R1's 128 becomes 16 on one
+    process of a preset sized for 8). A warning, not an error: a smaller machine may be what you mean."""
+    want = (cfg.get("run") or {}).get("world_size")
+    if want is None:
+        return []
+    if not isinstance(want, int) or isinstance(want, bool) or want < 1:
+        raise R1Error(f"run.world_size={want!r} must be a whole number >= 1, or null",
+                      hint="the training processes the preset's batch sizes are set for, e.g. run.world_size=8")
+    spec = launch.spec(cfg)
+    have = launch.world_size(spec)
+    if have == want or not any(stages.get(n).distributed for n in names):
+        return []
+    def ratio(a: int, b: int) -> str:
+        g = math.gcd(a, b)
+        return f"{a // g}" if b // g == 1 else f"{a // g}/{b // g}"
+
+    share = f"{ratio(have, want)} of" if have < want else f"{ratio(have, want)} times"
+    start = "launcher=local" if want == 1 else f"launcher.nproc x launcher.nnodes = {want}"
+    return [f"{cfg.preset}'s batch sizes are set for {want} training process{'es' if want > 1 else ''} "
+            f"(run.world_size={want}); launcher "
+            f"{spec['name']} starts {have}, so each optimizer step sees {share} the batch its comments give. Start "
+            f"{want} ({start}), or multiply each stage's gradient_accumulation_steps by {ratio(want, have)} and set "
+            f"run.world_size={have}"]

@@ -117,7 +117,6 @@ def run(
     stages.module(stage)
     if dry_run:
         return preflight.dry_run(cfg, overrides, stage, stage, force, allow_unchecked, console, one=True)
-    _warn_world_size(cfg, [stage])
     manifest = runner.run_stage(cfg, stage, overrides, force=force)
     _print_status(cfg, only=[stage])
     return manifest
@@ -143,14 +142,8 @@ def run_all(
     cfg, overrides = _setup(overrides)
     if dry_run:
         return preflight.dry_run(cfg, overrides, start, stop, force, allow_unchecked, console)
-    _warn_world_size(cfg, graph.select(cfg, start, stop))
     runner.run_all(cfg, overrides, start=start, stop=stop, force=force)
     _print_status(cfg)
-
-
-def _warn_world_size(cfg, names: list[str]) -> None:
-    for warning in preflight.world_size_warnings(cfg, names):
-        err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _multirun(overrides: list[str], start, stop, force: bool, dry_run: bool, allow_unchecked: bool = False) -> None:

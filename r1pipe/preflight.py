@@ -19,11 +19,10 @@ not be checked is counted, and the dry run fails on it unless told it is expecte
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from r1pipe import benchmarks, data, hub, launch, needs, stages
+from r1pipe import benchmarks, checks, data, hub, launch, needs, stages
 from r1pipe import config as config_mod
 from r1pipe.checks import validate
 from r1pipe.errors import R1Error
@@ -110,7 +109,7 @@ def check(cfg, names: list[str]) -> Report:
                 needs.missing("vllm", f"{name}.sampling.backend")
         if names and cfg.eval.after_stage and cfg.eval.backend == "vllm":
             needs.missing("vllm", "eval.backend")
-    report.warnings += world_size_warnings(cfg, names)
+    report.warnings += checks.world_size_warnings(cfg, names)
     for name in names:
         stage_cfg = config_mod.stage_config(cfg, name)
         for key, model in stages.get(name).models(stage_cfg).items():
@@ -128,33 +127,6 @@ def check(cfg, names: list[str]) -> Report:
             report.sources.append(("eval", f"benchmarks.{bench}", _describe(benchmarks.resolve(spec, where), where),
                                    _count(lambda: benchmarks.load(bench, spec))))
     return report
-
-
-def world_size_warnings(cfg, names: list[str]) -> list[str]:
-    """A preset whose batch sizes were set for N training processes (run.world_size), started on another number:
-    every optimizer step then sees another batch than the preset's comments say (R1's 128 becomes 16 on one
-    process of a preset sized for 8). A warning, not an error: a smaller machine may be what you mean."""
-    want = (cfg.get("run") or {}).get("world_size")
-    if want is None:
-        return []
-    if not isinstance(want, int) or isinstance(want, bool) or want < 1:
-        raise R1Error(f"run.world_size={want!r} must be a whole number >= 1, or null",
-                      hint="the training processes the preset's batch sizes are set for, e.g. run.world_size=8")
-    spec = launch.spec(cfg)
-    have = launch.world_size(spec)
-    if have == want or not any(stages.get(n).distributed for n in names):
-        return []
-    def ratio(a: int, b: int) -> str:
-        g = math.gcd(a, b)
-        return f"{a // g}" if b // g == 1 else f"{a // g}/{b // g}"
-
-    share = f"{ratio(have, want)} of" if have < want else f"{ratio(have, want)} times"
-    start = "launcher=local" if want == 1 else f"launcher.nproc x launcher.nnodes = {want}"
-    return [f"{cfg.preset}'s batch sizes are set for {want} training process{'es' if want > 1 else ''} "
-            f"(run.world_size={want}); launcher "
-            f"{spec['name']} starts {have}, so each optimizer step sees {share} the batch its comments give. Start "
-            f"{want} ({start}), or multiply each stage's gradient_accumulation_steps by {ratio(want, have)} and set "
-            f"run.world_size={have}"]
 
 
 def _load(source: dict[str, Any], need, where: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from r1pipe import config as config_mod
 from r1pipe import launch, store
 from r1pipe import manifest as mf
-from r1pipe.checks import validate
+from r1pipe.checks import validate, world_size_warnings
 from r1pipe.errors import R1Error
 from r1pipe.execute import evaluate_after, execute, wants_eval
 from r1pipe.graph import chain, parents_of, select
@@ -72,6 +72,7 @@ def _run_stage(cfg, name: str, overrides: list[str], force: bool) -> tuple[dict[
                 log.info("%s: complete, skipped (fingerprint %s)", name, s.expected[:12])
                 return s.manifest, False
             validate(cfg, [name])
+            _warn_world_size(cfg, [name])
             _record_run(cfg, overrides)
             parent_manifests = {p: st[p].manifest for p in parents_of(cfg, name)}
             return execute(cfg, name, s, parent_manifests, resume=(s.state == "partial" and not force)), True
@@ -93,6 +94,12 @@ def _adopt(cfg) -> None:
     for name in chain(cfg):
         if store.adopt(root, name, store.root(cfg)):
             log.info("%s: moved into the store %s", name, store.root(cfg))
+
+
+def _warn_world_size(cfg, names: list[str]) -> None:
+    """Said for the stages that will train (every run-all, run, sweep member and seed goes through here)."""
+    for warning in world_size_warnings(cfg, names):
+        log.warning("%s", warning)
 
 
 def incomplete_parent(name: str, parent: str, s, overrides: list[str]) -> R1Error:
@@ -118,6 +125,7 @@ def run_all(
         _adopt(cfg)
         steps = plan(cfg, targets, force=force)
         validate(cfg, [s.stage for s in steps if s.action != "skip"])
+        _warn_world_size(cfg, [s.stage for s in steps if s.action != "skip"])
         _record_run(cfg, overrides)
         done = []
         for step in steps:

@@ -16,6 +16,7 @@ Pure string building from config: no torch, nothing is checked against the clust
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -24,6 +25,8 @@ from pathlib import Path
 
 from r1pipe import graph, launch, stages
 from r1pipe.errors import R1Error
+
+log = logging.getLogger(__name__)
 
 
 def _python(module: str) -> list[str]:
@@ -59,6 +62,10 @@ def script(cfg, stage: str, overrides: list[str]) -> str:
     s = cfg.slurm
     check(cfg, stage)
     nodes, gpus, vllm = int(s.nodes), gpus_per_node(cfg), s.vllm_server
+    want = (cfg.get("run") or {}).get("world_size")
+    if s.get("gpus_per_node") is None and want and nodes * gpus != want:  # e.g. 8 processes over 3 nodes
+        log.warning("run.world_size=%s over %d nodes is %d GPUs per node, %d processes in all; set "
+                    "slurm.gpus_per_node to choose", want, nodes, gpus, nodes * gpus)
     run_dir = _run_dir(cfg)
     q = " ".join(shlex.quote(o) for o in overrides)
 

@@ -363,3 +363,14 @@ def test_a_preset_must_name_itself_and_odd_directory_names_work(tmp_path):
     (mine / "presets" / "nopre.yaml").write_text("# @package _global_\ndefaults: [tiny, _self_]\npreset: nopre\n")
     r = _cli("config", "conf=nopre", env=env)
     assert r.returncode == 0 and "preset: nopre" in r.stdout and "dir: runs/nopre" in r.stdout, r.stderr
+
+
+def test_a_real_run_warns_of_the_world_size_for_the_stages_it_trains(run_copy):
+    """smoke is complete here: with run.world_size=2 and one process, a run-all that skips everything says
+    nothing; one that retrains cold_sft says its batch sizes were meant for 2 processes."""
+    r = _cli("run-all", *overrides_for(run_copy, "run.world_size=2"))
+    assert r.returncode == 0 and "warning:" not in r.stderr, r.stderr[-2000:]
+    r = _cli("run-all", "--to", "cold_sft", *overrides_for(run_copy, "run.world_size=2",
+                                                          "cold_sft.trainer.learning_rate=1e-4"))
+    text = " ".join(r.stderr.split())
+    assert r.returncode == 0 and "smoke's batch sizes are set for 2 training processes" in text, text[-2000:]

@@ -194,3 +194,10 @@ def test_gpus_follow_the_presets_world_size(tmp_path):
     ov = ["conf=qwen2.5-1.5b", f"run.dir={tmp_path}/run", "slurm.nodes=2"]
     text = slurm.script(config.load(ov), "cold_sft", ov)
     assert "#SBATCH --gpus-per-node=4" in text.splitlines() and "launcher.nproc=4" in text
+
+
+def test_world_size_spread_unevenly_over_nodes_is_said(tmp_path, caplog):
+    ov = ["conf=qwen2.5-1.5b", f"run.dir={tmp_path}/run", "slurm.nodes=3"]
+    text = slurm.script(config.load(ov), "cold_sft", ov)
+    assert "#SBATCH --gpus-per-node=3" in text.splitlines()
+    assert "run.world_size=8 over 3 nodes is 3 GPUs per node, 9 processes in all" in caplog.text
