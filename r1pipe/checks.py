@@ -51,8 +51,7 @@ def validate(cfg, names: list[str]) -> None:
             for key, model in stage.models(stage_cfg).items():
                 # a hub id neither cached nor reachable fails now, not when its stage starts hours later (after
                 # the stage's own checks, which say more about a mistyped name)
-                revision = stages.at(stage_cfg, key.removesuffix("model") + "revision")  # beside it
-                hub.require(model, f"{name}.{key}", revision=revision)
+                hub.require(model, f"{name}.{key}", revision=stage.revision(stage_cfg, key))
     if code_checked_in:
         check_sandbox(cfg, code_checked_in)
 
@@ -87,14 +86,15 @@ def world_size_warnings(cfg, names: list[str]) -> list[str]:
     have = launch.world_size(spec)
     if have == want or not any(stages.get(n).distributed for n in names):
         return []
-    def ratio(a: int, b: int) -> str:
-        g = math.gcd(a, b)
-        return f"{a // g}" if b // g == 1 else f"{a // g}/{b // g}"
-
-    share = f"{ratio(have, want)} of" if have < want else f"{ratio(have, want)} times"
+    share = f"{_ratio(have, want)} of" if have < want else f"{_ratio(have, want)} times"
     start = "launcher=local" if want == 1 else f"launcher.nproc x launcher.nnodes = {want}"
     return [f"{cfg.preset}'s batch sizes are set for {want} training process{'es' if want > 1 else ''} "
-            f"(run.world_size={want}); launcher "
-            f"{spec['name']} starts {have}, so each optimizer step sees {share} the batch its comments give. Start "
-            f"{want} ({start}), or multiply each stage's gradient_accumulation_steps by {ratio(want, have)} and set "
-            f"run.world_size={have}"]
+            f"(run.world_size={want}); launcher {spec['name']} starts {have}, so each optimizer step sees {share} "
+            f"the batch its comments give. Start {want} ({start}), or multiply each stage's "
+            f"gradient_accumulation_steps by {_ratio(want, have)} and set run.world_size={have}"]
+
+
+def _ratio(a: int, b: int) -> str:
+    """a/b in lowest terms ("1/8", "3/2"), or a whole number ("8")."""
+    g = math.gcd(a, b)
+    return f"{a // g}" if b // g == 1 else f"{a // g}/{b // g}"

@@ -24,6 +24,7 @@ CONNECT_TIMEOUT_S = 3.0
 _TRUE = ("1", "true", "yes", "on")
 _reachable: bool | None = None  # asked once per process
 _offline_why = ""  # why not, in words for an error message
+_PATH_PREFIXES = ("/", "./", "../", "~")  # a name starting so can only be a local path
 
 
 def reachable() -> bool:
@@ -81,7 +82,7 @@ def is_local(name: str | Path) -> bool:
     """As transformers decides: a directory here is loaded from disk; a path-looking name (/, ./, ../, ~) can only
     mean one; anything else is a hub id."""
     text = str(name)
-    return text.startswith(("/", "./", "../", "~")) or Path(text).expanduser().is_dir()
+    return text.startswith(_PATH_PREFIXES) or Path(text).expanduser().is_dir()
 
 
 def cached(repo_id: str, revision: str | None = None) -> bool:
@@ -116,7 +117,7 @@ def missing_local_dir(path: str | Path) -> None:
     """A path that can only be local (absolute, ./, ../, ~) and is not a directory: say so, rather than let
     the hub client call it a malformed repo id."""
     text = str(path)
-    if text.startswith(("/", "./", "../", "~")) and not Path(text).expanduser().is_dir():
+    if text.startswith(_PATH_PREFIXES) and not Path(text).expanduser().is_dir():
         what = "is a file, not a model directory" if Path(text).expanduser().exists() else "does not exist"
         raise R1Error(f"model path {text} {what}",
                       hint=fetch.fetch_hint(text) or "point it at a save_pretrained directory, or use a hub id")
@@ -135,14 +136,15 @@ def refuse_pickled_weights(path: str | Path) -> None:
     if pickled:
         raise R1Error(
             f"model at {path} has only pickled weights ({', '.join(pickled[:3])}); r1pipe loads safetensors only",
-            hint="convert it once where you trust the file: from_pretrained(dir).save_pretrained(new) writes safetensors",
+            hint="convert it once where you trust the file: from_pretrained(dir).save_pretrained(new) writes "
+                 "safetensors",
         )
 
 
-def check_model(name: str | Path, where: str, revision: str | None = None, tokenizer: bool = True) -> str:
-    """Check a model a stage will load, loading nothing: 'ok, ...' or 'not checked: why' (the hub cannot be asked
-    from here). What is wrong wherever it runs (a missing directory, pickled weights, no such repository)
-    raises. `tokenizer`: the stage also loads the model's tokenizer."""
+def check_model(name: str | Path, where: str, revision: str | None = None) -> str:
+    """Check a model a stage will load (with its tokenizer), loading nothing: 'ok, ...' or 'not checked: why' (the
+    hub cannot be asked from here). What is wrong wherever it runs (a missing directory, pickled weights, no
+    such repository) raises."""
     text = str(name)
     if is_local(text):
         try:
@@ -160,8 +162,8 @@ def check_model(name: str | Path, where: str, revision: str | None = None, token
         if not weights:
             raise R1Error(f"{where}: {d} has no *.safetensors weights", hint="point it at a directory written by "
                           "save_pretrained (safetensors is its default)")
-        if tokenizer and not any((d / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
-                                                              "tokenizer.model", "vocab.json")):
+        if not any((d / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+                                                "vocab.json")):
             raise R1Error(f"{where}: {d} has no tokenizer", hint="save the tokenizer beside the model "
                           "(tokenizer.save_pretrained(dir))")
         size = sum(w.stat().st_size for w in weights)

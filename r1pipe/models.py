@@ -12,7 +12,7 @@ from typing import Any
 
 from r1pipe import hub
 from r1pipe.errors import R1Error
-from r1pipe.hub import missing_local_dir, refuse_pickled_weights  # noqa: F401 - where callers find them
+from r1pipe.hub import missing_local_dir, refuse_pickled_weights
 
 log = logging.getLogger(__name__)
 

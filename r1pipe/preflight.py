@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from r1pipe import benchmarks, checks, data, hub, launch, needs, stages
+from r1pipe import benchmarks, data, hub, launch, needs, stages
 from r1pipe import config as config_mod
-from r1pipe.checks import validate
+from r1pipe.checks import validate, world_size_warnings
 from r1pipe.errors import R1Error
 
 
@@ -55,13 +55,14 @@ def dry_run(cfg, overrides: list[str], start, stop, force: bool, allow_unchecked
     from r1pipe import graph, runner, state
 
     targets = graph.select(cfg, start, stop)  # a stage not in this recipe fails here
+    spec = launch.spec(cfg)
     if one:
         st = state.states(cfg)
         for p in graph.parents_of(cfg, start):
             if not st[p].complete:
                 raise runner.incomplete_parent(start, p, st[p], overrides)
     else:
-        runner.check_one_node(launch.spec(cfg))
+        runner.check_one_node(spec)
     steps = state.plan(cfg, targets, force=force)
     report = check(cfg, [s.stage for s in steps if s.action != "skip"])
     table = Table(title=f"plan for {config_mod.run_dir(cfg)}")
@@ -79,7 +80,6 @@ def dry_run(cfg, overrides: list[str], start, stop, force: bool, allow_unchecked
             for row in rows:
                 found.add_row(*(escape(c) for c in row))  # "[train]" is a split, not markup
             console.print(found)
-    spec = launch.spec(cfg)
     console.print(f"launcher: {spec['name']}, {launch.world_size(spec)} process(es) per training stage",
                   markup=False, highlight=False)
     console.print("config checked against TRL (field names, types, batch arithmetic): ok",
@@ -109,11 +109,11 @@ def check(cfg, names: list[str]) -> Report:
                 needs.missing("vllm", f"{name}.sampling.backend")
         if names and cfg.eval.after_stage and cfg.eval.backend == "vllm":
             needs.missing("vllm", "eval.backend")
-    report.warnings += checks.world_size_warnings(cfg, names)
+    report.warnings += world_size_warnings(cfg, names)
     for name in names:
         stage_cfg = config_mod.stage_config(cfg, name)
         for key, model in stages.get(name).models(stage_cfg).items():
-            revision = stages.at(stage_cfg, key.removesuffix("model") + "revision")  # beside it: student.revision
+            revision = stages.get(name).revision(stage_cfg, key)
             report.models.append((name, key, str(model), hub.check_model(model, f"{name}.{key}", revision)))
         for source in stages.get(name).reads(stage_cfg):  # what the stage declares it reads under this config
             where = f"{name}.{source.key}"

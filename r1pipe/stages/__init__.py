@@ -134,6 +134,12 @@ class Stage:
         named = self.module.models_named(config) if hasattr(self.module, "models_named") else {}
         return {k: v for k, v in named.items() if v}
 
+    @staticmethod
+    def revision(config: dict[str, Any], key: str) -> str | None:
+        """The hub revision pinned beside a model key: `revision` for `model`, `student.revision` for
+        `student.model`."""
+        return at(config, key.removesuffix("model") + "revision")
+
     def local_models(self, config: dict[str, Any]) -> dict[str, Path]:
         """{config key: directory} for each model it loads that is a directory here (as transformers decides: a
         directory is loaded from disk, anything else is a hub id). Their content enters its fingerprint."""
