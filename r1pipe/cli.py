@@ -54,7 +54,6 @@ err = Console(stderr=True, force_terminal=_TTY or None, width=shutil.get_termina
 DEBUG = False
 
 
-
 def _preset_names() -> str:
     try:
         return ", ".join(config_mod.preset_files())  # r1pipe's and those in $R1PIPE_CONFIG_PATH
@@ -90,7 +89,7 @@ def _options(
 def _setup(overrides: list[str] | None):
     overrides = list(overrides or [])
     cfg = config_mod.load(overrides)
-    if not any(o.split("=", 1)[0].lstrip("+~") == "conf" for o in overrides):
+    if config_mod.chosen_preset(overrides) is None:
         # no conf= is the tiny preset: a run meant for a real model must not get tiny's settings unawares
         err.print(f"preset: {cfg.preset} (default; conf=NAME picks another, `r1pipe presets` lists them)",
                   markup=False, highlight=False)
@@ -338,8 +337,8 @@ def evaluate(stage: Annotated[str, typer.Option("--stage", "-s", help=f"the stag
     if no_model or not stages.get(stage).evaluates:
         raise R1Error(f"{stage} writes no {'model' if no_model else 'answers'} to evaluate",
                       hint=f"its own measurements: {_again('show --stage', stage, overrides)}")
-    if config_mod.stage_config(cfg, stage).get("eval", True) is False and f"{stage}.eval=true" not in overrides:
-        # base on tiny is random weights: minutes spent to score 0
+    if config_mod.stage_config(cfg, stage).get("eval", True) is False:
+        # base on tiny is random weights: minutes spent to score 0 (`base.eval=true` on the line passes here)
         raise R1Error(f"{cfg.preset} does not evaluate {stage} ({stage}.eval=false)",
                       hint="to evaluate it anyway: "
                            + _again("eval --stage", stage, [*overrides, f"{stage}.eval=true"]))
@@ -458,7 +457,7 @@ def main() -> None:
                 e.show()
                 named = [a for a in argv[1:] if a in stages.names()]
                 if named and "--stage" not in argv and "-s" not in argv:  # `r1pipe run cold_sft`
-                    print(f"hint: name a stage with --stage {named[0]}", file=sys.stderr)
+                    print(f"hint: {_stage_hint(argv, named[0])}", file=sys.stderr)
             sys.exit(e.exit_code)
         if type(e).__name__ == "Exit" and isinstance(getattr(e, "exit_code", None), int):
             sys.exit(e.exit_code)

@@ -87,21 +87,28 @@ def load(overrides: list[str] | tuple[str, ...] = ()):
 def _check_preset_name(cfg, overrides: list[str]) -> None:
     """A preset's `preset:` names its run directory (runs/<preset>) and every message about it. One that builds on
     another (`defaults: [tiny, _self_]`) without its own line would run in the other's directory, under its name."""
-    chosen = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "conf"]
-    name = chosen[-1] if chosen else DEFAULT_PRESET
+    name = chosen_preset(overrides) or DEFAULT_PRESET
     if cfg.get("presets") is not None:  # Hydra put the file's keys under its group: none of them took effect
-        where = preset_files().get(name, f"presets/{name}.yaml")
-        raise R1Error(f"conf={name}: {where} does not start with the line `# @package _global_`, so its settings "
-                      "landed under presets.* and none of them applies", hint="add that line at its top, as every "
-                      "preset has; r1pipe presets NAME --copy writes it")
+        raise R1Error(f"conf={name}: {_preset_file(name)} does not start with the line `# @package _global_`, so "
+                      "its settings landed under presets.* and none of them applies",
+                      hint="add that line at its top, as every preset has; r1pipe presets NAME --copy writes it")
     if cfg.get("preset") != name and not any(o.split("=", 1)[0].lstrip("+") == "preset" for o in overrides):
-        where = preset_files().get(name, f"presets/{name}.yaml")
-        raise R1Error(f"conf={name}: {where} has no `preset: {name}` line (it gets preset: {cfg.get('preset')}), so "
-                      f"it would run as {cfg.get('preset')}, in that preset's run directory",
+        raise R1Error(f"conf={name}: {_preset_file(name)} has no `preset: {name}` line (it gets preset: "
+                      f"{cfg.get('preset')}), so it would run as {cfg.get('preset')}, in that preset's run directory",
                       hint=f"add the line `preset: {name}` to it")
 
 
+def _preset_file(name: str) -> Path | str:
+    return preset_files().get(name, f"presets/{name}.yaml")
+
+
 DEFAULT_PRESET = "tiny"
+
+
+def chosen_preset(overrides: list[str]) -> str | None:
+    """The preset a command line picks (its last `conf=NAME`), or None: the default."""
+    chosen = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "conf"]
+    return chosen[-1] if chosen else None
 
 
 def _with_stages(overrides: list[str]) -> list[str]:
@@ -109,9 +116,8 @@ def _with_stages(overrides: list[str]) -> list[str]:
     module's CONF_DIR) at its config key, then the preset (`conf=NAME`: conf/presets/NAME.yaml), then the
     user's overrides. Stages come from the registry, so conf/config.yaml lists none; the preset comes after
     them so that it can set any stage's keys."""
-    presets = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == "conf"]
-    rest = [o for o in overrides if o not in presets]
-    preset = presets[-1].split("=", 1)[1] if presets else DEFAULT_PRESET
+    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+") != "conf"]
+    preset = chosen_preset(overrides) or DEFAULT_PRESET
     extra = [f"file://{d}" for d in user_conf_dirs()]
     extra += [f"file://{s.conf_dir.resolve()}" for s in map(stages.get, stages.names()) if s.conf_dir]
     # quoted: a directory name with a comma or brackets is one entry of Hydra's list, not its syntax
